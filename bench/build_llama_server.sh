@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Build llama.cpp's llama-server from the vendor/llama.cpp tree of the same llama-cpp-python
+# sdist the project pins, so the benchmark compares the same kernels. Cached outside the repo.
+set -euo pipefail
+VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+CACHE="${LLAMA_SERVER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/confidential-gateway/llama-server-$VERSION}"
+BIN="$CACHE/build/bin/llama-server"
+if [[ -x "$BIN" ]]; then
+  echo "$BIN"
+  exit 0
+fi
+mkdir -p "$CACHE"
+SDIST_DIR="$CACHE/sdist"
+if [[ ! -d "$SDIST_DIR/llama_cpp_python-$VERSION" ]]; then
+  python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$SDIST_DIR" >&2
+  tar -xzf "$SDIST_DIR/llama_cpp_python-$VERSION.tar.gz" -C "$SDIST_DIR"
+fi
+SRC="$SDIST_DIR/llama_cpp_python-$VERSION/vendor/llama.cpp"
+# Same flags as the project's llama-cpp-python build (see Makefile): ggml's AMX kernels crash
+# on this machine class, so they are compiled out, everything else is native.
+FLAGS=""
+if [[ "$(uname -m)" == "x86_64" ]]; then FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; fi
+CFLAGS="$FLAGS" CXXFLAGS="$FLAGS" cmake -S "$SRC" -B "$CACHE/build" -DCMAKE_BUILD_TYPE=Release \
+  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+  -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DBUILD_SHARED_LIBS=OFF >&2
+cmake --build "$CACHE/build" --target llama-server -j "$(nproc)" >&2
+echo "$BIN"

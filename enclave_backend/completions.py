@@ -1,0 +1,353 @@
+"""From a validated chat request to generation requests, and from events to OpenAI payloads.
+
+``ChatCompletions`` is the engine's behaviour behind ``/v1/chat/completions``: it renders
+the prompt with the model's template, checks it fits the slot's context, builds one sampler
+chain per choice, queues the choices on the scheduler, and turns the resulting events into
+OpenAI completion objects or stream chunks. It knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+from enclave_backend.chat_template import ChatTemplate, ChatTemplateError
+from enclave_backend.errors import APIError, invalid_request
+from enclave_backend.generation import (
+    Failed,
+    Finished,
+    GenerationHandle,
+    GenerationRequest,
+    TextDelta,
+)
+from enclave_backend.llama_runtime import LlamaRuntime
+from enclave_backend.protocol import ChatCompletionRequest
+from enclave_backend.sampling import GrammarError, SamplerChain, SamplingParams
+from enclave_backend.scheduler import QueueFull, SchedulerStopped, SlotScheduler
+
+QUEUE_FULL_RETRY_AFTER_S = 1
+
+
+@dataclass
+class Submission:
+    """The choices of one request, queued on the scheduler."""
+
+    completion_id: str
+    created: int
+    model: str
+    handles: list[GenerationHandle]
+    prompt_tokens: int
+
+    def cancel(self) -> None:
+        for handle in self.handles:
+            handle.cancel()
+
+
+class ChatCompletions:
+    def __init__(
+        self,
+        *,
+        runtime: LlamaRuntime,
+        scheduler: SlotScheduler,
+        template: ChatTemplate,
+        model_name: str,
+        fingerprint: str,
+    ) -> None:
+        self._runtime = runtime
+        self._scheduler = scheduler
+        self._template = template
+        self.model_name = model_name
+        self.fingerprint = fingerprint
+
+    # -- request -> queued generations --------------------------------------------------
+    def submit(self, request: ChatCompletionRequest) -> Submission:
+        if request.model != self.model_name:
+            raise APIError(
+                404,
+                f"The model '{request.model}' does not exist; this engine serves "
+                f"'{self.model_name}'.",
+                param="model",
+                code="model_not_found",
+            )
+        unsupported = request.unsupported_parameter()
+        if unsupported is not None:
+            raise invalid_request(
+                f"The parameter '{unsupported}' is not supported by this engine.",
+                param=unsupported,
+                code="unsupported_parameter",
+            )
+        if request.tools and not self._template.supports_tools:
+            raise invalid_request(
+                "This model's chat template does not support tools; remove 'tools' or "
+                "use a model whose template does.",
+                param="tools",
+                code="unsupported_parameter",
+            )
+        prompt = self._prompt_tokens(request)
+        max_tokens = self._max_tokens(request, len(prompt))
+        params = self._sampling_params(request)
+        handles: list[GenerationHandle] = []
+        try:
+            for choice in range(request.n):
+                seed = None if params.seed is None else params.seed + choice
+                chain = self._sampler_chain(replace(params, seed=seed))
+                handle = GenerationHandle()
+                try:
+                    self._scheduler.submit(
+                        GenerationRequest(
+                            prompt=prompt,
+                            sampler=chain,
+                            max_tokens=max_tokens,
+                            stops=request.stop_sequences(),
+                            handle=handle,
+                            use_prompt_cache=request.seed is None,
+                        )
+                    )
+                except BaseException:
+                    chain.close()
+                    raise
+                handles.append(handle)
+        except QueueFull as exc:
+            for handle in handles:
+                handle.cancel()
+            raise APIError(
+                503,
+                f"The engine is at capacity ({exc}); retry after a moment.",
+                type="server_error",
+                code="engine_overloaded",
+                headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
+            ) from None
+        except SchedulerStopped:
+            for handle in handles:
+                handle.cancel()
+            raise APIError(
+                503, "The engine is shutting down.", type="server_error", code="engine_stopping"
+            ) from None
+        return Submission(
+            completion_id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=self.model_name,
+            handles=handles,
+            prompt_tokens=len(prompt),
+        )
+
+    def _prompt_tokens(self, request: ChatCompletionRequest) -> list[int]:
+        try:
+            text = self._template.render(
+                [m.for_template() for m in request.messages], tools=request.tools
+            )
+        except ChatTemplateError as exc:
+            raise invalid_request(str(exc), param="messages") from None
+        bos = self._runtime.token_text(self._runtime.bos_token)
+        add_bos = self._runtime.add_bos and not (bos and text.startswith(bos))
+        tokens = self._runtime.tokenize(text, add_special=add_bos, parse_special=True)
+        limit = self._runtime.ctx_per_slot
+        if len(tokens) >= limit:
+            raise invalid_request(
+                f"This model's maximum context length is {limit} tokens. However, your "
+                f"messages resulted in {len(tokens)} tokens. Please reduce the length of "
+                "the messages.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        return tokens
+
+    def _max_tokens(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
+        room = self._runtime.ctx_per_slot - prompt_tokens
+        asked = request.token_limit()
+        if asked is None:
+            return room
+        if asked > room:
+            param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+            raise invalid_request(
+                f"This model's maximum context length is {self._runtime.ctx_per_slot} tokens. "
+                f"However, you requested {prompt_tokens + asked} tokens ({prompt_tokens} in "
+                f"the messages, {asked} in the completion). Please reduce the length of the "
+                "messages or completion.",
+                param=param,
+                code="context_length_exceeded",
+            )
+        return asked
+
+    def _sampling_params(self, request: ChatCompletionRequest) -> SamplingParams:
+        defaults = SamplingParams()
+        logit_bias: dict[int, float] = {}
+        for key, bias in (request.logit_bias or {}).items():
+            if not key.lstrip("-").isdigit() or not 0 <= int(key) < self._runtime.n_vocab:
+                raise invalid_request(
+                    f"Invalid key in 'logit_bias': {key!r} is not a token id of this model "
+                    f"(0..{self._runtime.n_vocab - 1}).",
+                    param="logit_bias",
+                    code="invalid_value",
+                )
+            logit_bias[int(key)] = bias
+        return SamplingParams(
+            temperature=_pick(request.temperature, defaults.temperature),
+            top_p=_pick(request.top_p, defaults.top_p),
+            top_k=_pick(request.top_k, defaults.top_k),
+            min_p=_pick(request.min_p, defaults.min_p),
+            seed=request.seed,
+            repeat_penalty=_pick(request.repeat_penalty, defaults.repeat_penalty),
+            frequency_penalty=_pick(request.frequency_penalty, defaults.frequency_penalty),
+            presence_penalty=_pick(request.presence_penalty, defaults.presence_penalty),
+            grammar=_grammar_for(request),
+            logit_bias=logit_bias,
+        )
+
+    def _sampler_chain(self, params: SamplingParams) -> SamplerChain:
+        try:
+            return SamplerChain(params, vocab=self._runtime.vocab, n_vocab=self._runtime.n_vocab)
+        except GrammarError as exc:
+            raise invalid_request(str(exc), param="response_format") from None
+
+    # -- events -> OpenAI payloads ------------------------------------------------------
+    async def complete(self, submission: Submission) -> dict[str, Any]:
+        """Wait for every choice and build one ``chat.completion`` object."""
+        results = await asyncio.gather(*(_collect(h) for h in submission.handles))
+        choices = []
+        completion_tokens = 0
+        cached = 0
+        for index, (text, finished) in enumerate(results):
+            completion_tokens += finished.completion_tokens
+            cached = max(cached, finished.cached_tokens)
+            choices.append(
+                {
+                    "index": index,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": finished.finish_reason,
+                }
+            )
+        return {
+            "id": submission.completion_id,
+            "object": "chat.completion",
+            "created": submission.created,
+            "model": submission.model,
+            "system_fingerprint": self.fingerprint,
+            "choices": choices,
+            "usage": _usage(submission.prompt_tokens, completion_tokens, cached),
+        }
+
+    async def stream(
+        self, submission: Submission, *, include_usage: bool
+    ) -> AsyncIterator[dict[str, Any]]:
+        """``chat.completion.chunk`` objects as the choices produce text."""
+        base = {
+            "id": submission.completion_id,
+            "object": "chat.completion.chunk",
+            "created": submission.created,
+            "model": submission.model,
+            "system_fingerprint": self.fingerprint,
+        }
+        extra = {"usage": None} if include_usage else {}
+
+        def chunk(index: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+            return {
+                **base,
+                "choices": [
+                    {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+                **extra,
+            }
+
+        for index in range(len(submission.handles)):
+            yield chunk(index, {"role": "assistant", "content": ""}, None)
+        completion_tokens = 0
+        cached = 0
+        async for index, event in _merge(submission.handles):
+            if isinstance(event, TextDelta):
+                yield chunk(index, {"content": event.text}, None)
+            else:
+                assert isinstance(event, Finished)
+                completion_tokens += event.completion_tokens
+                cached = max(cached, event.cached_tokens)
+                yield chunk(index, {}, event.finish_reason)
+        if include_usage:
+            yield {
+                **base,
+                "choices": [],
+                "usage": _usage(submission.prompt_tokens, completion_tokens, cached),
+            }
+
+
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _grammar_for(request: ChatCompletionRequest) -> str | None:
+    fmt = request.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object" or fmt.json_schema is None or not fmt.json_schema.schema_:
+        return str(JSON_GBNF)
+    try:
+        return str(json_schema_to_gbnf(json.dumps(fmt.json_schema.schema_)))
+    except Exception as exc:  # the converter raises bare Exceptions on unsupported schemas
+        raise invalid_request(
+            f"response_format.json_schema.schema cannot be turned into a grammar: {exc}",
+            param="response_format.json_schema.schema",
+            code="invalid_value",
+        ) from None
+
+
+def _usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+class GenerationFailed(Exception):
+    """The engine could not finish a sequence (decode failure or shutdown)."""
+
+
+async def _collect(handle: GenerationHandle) -> tuple[str, Finished]:
+    parts: list[str] = []
+    async for event in handle.events():
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        elif isinstance(event, Failed):
+            raise GenerationFailed(event.message)
+        else:
+            return "".join(parts), event
+    raise GenerationFailed("the sequence ended without a result")
+
+
+async def _merge(
+    handles: list[GenerationHandle],
+) -> AsyncIterator[tuple[int, TextDelta | Finished]]:
+    """Interleave the events of several choices as they arrive; raises on a failure."""
+    if len(handles) == 1:
+        async for event in handles[0].events():
+            if isinstance(event, Failed):
+                raise GenerationFailed(event.message)
+            yield 0, event
+        return
+    queue: asyncio.Queue[tuple[int, TextDelta | Finished | Failed]] = asyncio.Queue()
+
+    async def pump(index: int, handle: GenerationHandle) -> None:
+        async for event in handle.events():
+            await queue.put((index, event))
+
+    tasks = [asyncio.create_task(pump(i, h)) for i, h in enumerate(handles)]
+    try:
+        remaining = len(handles)
+        while remaining:
+            index, event = await queue.get()
+            if isinstance(event, Failed):
+                raise GenerationFailed(event.message)
+            if isinstance(event, Finished):
+                remaining -= 1
+            yield index, event
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -1,0 +1,224 @@
+"""The engine's HTTP face: OpenAI-compatible routes on Starlette.
+
+Streams are Server-Sent Events. A client that disconnects cancels its generation: for
+streams, Starlette cancels the body iterator; for plain requests a watcher on the
+connection does it. Either way the scheduler drops the sequence before its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from enclave_backend.completions import ChatCompletions, GenerationFailed, Submission
+from enclave_backend.errors import APIError, from_validation_error, invalid_request
+from enclave_backend.protocol import ChatCompletionRequest
+from enclave_backend.scheduler import SlotScheduler
+
+log = logging.getLogger("enclave_backend.http")
+T = TypeVar("T")
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def sse_event(payload: dict[str, Any]) -> bytes:
+    return (
+        b"data: "
+        + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        + b"\n\n"
+    )
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"Request body is larger than the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"Request body is larger than the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_chat_request(body: bytes) -> ChatCompletionRequest:
+    try:
+        return ChatCompletionRequest.model_validate_json(body)
+    except ValidationError as exc:
+        if exc.errors()[0]["type"] == "json_invalid":
+            raise invalid_request(
+                "We could not parse the JSON body of your request. The body must be a JSON "
+                "object encoded as UTF-8.",
+                code="invalid_json",
+            ) from None
+        raise from_validation_error(exc) from None
+
+
+async def until_disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """Run ``work``; cancel it and return None if the client goes away first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.create_task(until_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        return None
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+
+
+def generation_failed(exc: GenerationFailed) -> APIError:
+    return APIError(500, f"The engine could not complete the request: {exc}", type="server_error")
+
+
+class EngineApp:
+    """Routes bound to one ``ChatCompletions`` service and its scheduler."""
+
+    def __init__(
+        self,
+        completions: ChatCompletions,
+        scheduler: SlotScheduler,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self._completions = completions
+        self._scheduler = scheduler
+        self._max_body = max_body_bytes
+        self._on_ready = on_ready
+
+    def build(self) -> Starlette:
+        @asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            self._scheduler.start(asyncio.get_running_loop())
+            if self._on_ready is not None:
+                self._on_ready()
+            try:
+                yield
+            finally:
+                await asyncio.to_thread(self._scheduler.stop)
+
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+                Route("/health", self.health, methods=["GET"]),
+            ],
+            exception_handlers={
+                APIError: _api_error,
+                HTTPException: _http_exception,
+                Exception: _unexpected,
+            },
+            lifespan=lifespan,
+        )
+
+    async def chat_completions(self, request: Request) -> Response:
+        chat = parse_chat_request(await read_body(request, self._max_body))
+        submission = self._completions.submit(chat)
+        if chat.stream:
+            return StreamingResponse(
+                self._sse(submission, include_usage=chat.include_usage()),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        try:
+            result = await unless_disconnected(request, self._completions.complete(submission))
+        except GenerationFailed as exc:
+            raise generation_failed(exc) from None
+        finally:
+            submission.cancel()  # no-op for finished sequences; frees the slot otherwise
+        if result is None:
+            return Response(status_code=499)
+        return JSONResponse(result)
+
+    async def _sse(self, submission: Submission, *, include_usage: bool) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._completions.stream(submission, include_usage=include_usage):
+                yield sse_event(chunk)
+            yield SSE_DONE
+        except GenerationFailed as exc:
+            # Headers are gone: report in-band, and never end with [DONE] as if complete.
+            yield sse_event(generation_failed(exc).body())
+        finally:
+            submission.cancel()
+
+    async def models(self, _: Request) -> Response:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": self._completions.model_name,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "enclave_backend",
+                    }
+                ],
+            }
+        )
+
+    async def health(self, _: Request) -> Response:
+        stats = self._scheduler.stats()
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": self._completions.model_name,
+                "slots": {
+                    "total": stats.slots_total,
+                    "busy": stats.slots_busy,
+                    "free": stats.slots_total - stats.slots_busy,
+                },
+                "queue": {"depth": stats.queue_depth, "limit": stats.queue_limit},
+                "prompt_cache": {
+                    "hits": stats.prompt_cache_hits,
+                    "tokens_reused": stats.prompt_tokens_reused,
+                },
+                "requests": {
+                    "completed": stats.requests_completed,
+                    "cancelled": stats.requests_cancelled,
+                },
+                "decode_steps": stats.decode_steps,
+            }
+        )
+
+
+async def _api_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return exc.response()
+
+
+async def _http_exception(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+    return APIError(exc.status_code, str(exc.detail), type=kind).response()
+
+
+async def _unexpected(_: Request, exc: Exception) -> Response:
+    log.error("unhandled error: %s", type(exc).__name__)
+    return APIError(500, "The engine hit an internal error.", type="server_error").response()

@@ -1,0 +1,136 @@
+"""Wire the engine together from its settings and run it under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from enclave_backend.chat_template import CHATML_TEMPLATE, ChatTemplate
+from enclave_backend.completions import ChatCompletions
+from enclave_backend.http_app import EngineApp
+from enclave_backend.llama_runtime import LlamaLoadError, LlamaRuntime, RuntimeOptions
+from enclave_backend.model_file import ModelFileError, check_gguf, packaged_model_path, sha256_file
+from enclave_backend.requantize import requantize
+from enclave_backend.scheduler import SlotScheduler
+
+log = logging.getLogger("enclave_backend")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    model_path: Path | None
+    model_package: str
+    model_file: str
+    model_name: str | None
+    requantize: str
+    cache_dir: Path
+    slots: int
+    ctx_per_slot: int
+    batch: int
+    prefill_chunk: int
+    threads: int
+    flash_attn: bool
+    queue: int
+    socket: Path | None
+    host: str
+    port: int | None
+
+    def listen_address(self) -> str:
+        return f"unix:{self.socket}" if self.socket else f"http://{self.host}:{self.port}"
+
+
+@dataclass
+class LoadedEngine:
+    runtime: LlamaRuntime
+    scheduler: SlotScheduler
+    completions: ChatCompletions
+    weights_path: Path
+    weights_sha256: str
+
+
+def load_engine(settings: EngineSettings) -> LoadedEngine:
+    """Resolve, convert and load the model; raises ModelFileError/LlamaLoadError."""
+    source = (
+        check_gguf(settings.model_path.expanduser().resolve())
+        if settings.model_path is not None
+        else check_gguf(packaged_model_path(settings.model_package, settings.model_file))
+    )
+    source_sha = sha256_file(source)
+    weights, weights_sha = source, source_sha
+    if settings.requantize != "none":
+        weights = requantize(
+            source, source_sha, settings.requantize, settings.cache_dir, threads=settings.threads
+        )
+        weights_sha = sha256_file(weights)
+    runtime = LlamaRuntime(
+        RuntimeOptions(
+            model_path=weights,
+            n_slots=settings.slots,
+            ctx_per_slot=settings.ctx_per_slot,
+            n_batch=settings.batch,
+            n_threads=settings.threads,
+            n_threads_batch=settings.threads,
+            flash_attn=settings.flash_attn,
+        )
+    )
+    template_source = runtime.chat_template_source()
+    if template_source is None:
+        log.warning("%s has no chat template; using ChatML", source.name)
+        template_source = CHATML_TEMPLATE
+    template = ChatTemplate(
+        template_source,
+        bos_token=runtime.token_text(runtime.bos_token),
+        eos_token=runtime.token_text(runtime.eos_token),
+    )
+    scheduler = SlotScheduler(
+        runtime, max_queue=settings.queue, prefill_chunk=settings.prefill_chunk
+    )
+    completions = ChatCompletions(
+        runtime=runtime,
+        scheduler=scheduler,
+        template=template,
+        model_name=settings.model_name or source.stem,
+        fingerprint=f"fp_{weights_sha[:12]}",
+    )
+    return LoadedEngine(runtime, scheduler, completions, weights, weights_sha)
+
+
+def serve(settings: EngineSettings) -> int:
+    started = time.monotonic()
+    try:
+        engine = load_engine(settings)
+    except (ModelFileError, LlamaLoadError) as exc:
+        print(f"enclave-backend: cannot start: {exc}", file=sys.stderr)
+        return 2
+
+    def announce() -> None:
+        print(
+            f"enclave-backend ready: model={engine.completions.model_name} "
+            f"weights={engine.weights_path.name} sha256={engine.weights_sha256[:16]}... "
+            f"slots={settings.slots}x{engine.runtime.ctx_per_slot} threads={settings.threads} "
+            f"on {settings.listen_address()} ({time.monotonic() - started:.1f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    app = EngineApp(engine.completions, engine.scheduler, on_ready=announce).build()
+    config = uvicorn.Config(
+        app,
+        uds=str(settings.socket) if settings.socket else None,
+        host=settings.host,
+        port=settings.port or 0,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        engine.runtime.close()
+    return 0

@@ -1,0 +1,34 @@
+import pytest
+from pydantic import ValidationError
+
+from enclave_backend.errors import from_validation_error
+from enclave_backend.protocol import ChatCompletionRequest
+
+
+def error_for(body: dict) -> dict:
+    with pytest.raises(ValidationError) as info:
+        ChatCompletionRequest.model_validate(body)
+    return from_validation_error(info.value).body()["error"]
+
+
+def test_unknown_parameter_is_named() -> None:
+    error = error_for({"model": "m", "messages": [{"role": "user", "content": "x"}], "foo": 1})
+    assert error["param"] == "foo"
+    assert error["message"] == "Unrecognized request argument supplied: foo"
+
+
+def test_nested_path_is_named_without_union_labels() -> None:
+    error = error_for({"model": "m", "messages": [{"role": "user", "content": [{"type": "x"}]}]})
+    assert error["param"] == "messages[0].content"
+
+
+def test_missing_field_is_named() -> None:
+    error = error_for({"messages": [{"role": "user", "content": "x"}]})
+    assert error["param"] == "model"
+    assert error["code"] == "missing_required_parameter"
+
+
+def test_wrong_role_is_an_invalid_value() -> None:
+    error = error_for({"model": "m", "messages": [{"role": "robot", "content": "x"}]})
+    assert error["param"] == "messages[0].role"
+    assert error["code"] == "invalid_value"
