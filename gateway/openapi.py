@@ -1,0 +1,111 @@
+"""The OpenAPI document of the gateway's endpoints, built from the wire models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.protocol import ChatCompletionRequest
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    request_schema = ChatCompletionRequest.model_json_schema(
+        by_alias=True, ref_template="#/components/schemas/{model}"
+    )
+    components = request_schema.pop("$defs", {})
+    components["ChatCompletionRequest"] = request_schema
+    components["Error"] = ERROR_SCHEMA
+    errors = {
+        "400": _error("The request is invalid; the message names the parameter."),
+        "401": _error("Missing or incorrect API key."),
+        "404": _error("Unknown model, or the key may not use it."),
+        "413": _error("The body is larger than the configured limit."),
+        "429": _error("A per-key rate limit was reached; see Retry-After."),
+        "502": _error("The upstream failed."),
+        "503": _error("No healthy upstream; see Retry-After."),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Confidential gateway", "version": version},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/v1/chat/completions": {
+                "post": {
+                    "operationId": "createChatCompletion",
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "A chat completion, or an SSE stream of chunks.",
+                            "content": {
+                                "application/json": {"schema": {"type": "object"}},
+                                "text/event-stream": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **errors,
+                    },
+                }
+            },
+            "/v1/models": {
+                "get": {
+                    "operationId": "listModels",
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": {
+                            "description": "Models this key may use.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "401": errors["401"],
+                    },
+                }
+            },
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "responses": {"200": {"description": "The process is alive."}},
+                }
+            },
+            "/ready": {
+                "get": {
+                    "operationId": "ready",
+                    "responses": {
+                        "200": {"description": "Every model has a healthy upstream."},
+                        "503": {"description": "Some model has no healthy upstream."},
+                    },
+                }
+            },
+        },
+    }

@@ -1,0 +1,78 @@
+"""The chat completion pipeline between validation and the response.
+
+    validated request -> stages' on_request (in order) -> router -> upstream
+    response <- stages' on_completion / on_stream (in reverse order) <- upstream
+
+A stage sees what the previous one produced and nothing after it. The PII and signing
+stages (later issues) plug in here; today the list holds usage accounting only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.config import APIKeyConfig
+from gateway.protocol import ChatCompletionRequest
+from gateway.router import Routed, Router
+
+Chunk = dict[str, Any]
+
+
+@dataclass
+class ChatExchange:
+    """One request on its way through the pipeline.
+
+    ``body_bytes`` are the exact bytes received; ``request`` is their validated form and is
+    never re-parsed; ``upstream_body`` is what the router will send, and is the only thing
+    request stages change.
+    """
+
+    request_id: str
+    key: APIKeyConfig
+    body_bytes: bytes
+    request: ChatCompletionRequest
+    upstream_body: dict[str, Any]
+    routed: Routed | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class ChatStage(Protocol):
+    async def on_request(self, exchange: ChatExchange) -> None: ...
+
+    async def on_completion(self, exchange: ChatExchange, completion: Chunk) -> Chunk: ...
+
+    def on_stream(
+        self, exchange: ChatExchange, chunks: AsyncIterator[Chunk]
+    ) -> AsyncIterator[Chunk]: ...
+
+
+class ChatPipeline:
+    def __init__(self, router: Router, stages: list[ChatStage]) -> None:
+        self._router = router
+        self._stages = stages
+
+    async def complete(self, exchange: ChatExchange) -> Chunk:
+        for stage in self._stages:
+            await stage.on_request(exchange)
+        completion, exchange.routed = await self._router.complete(
+            exchange.request.model, exchange.upstream_body, request_id=exchange.request_id
+        )
+        for stage in reversed(self._stages):
+            completion = await stage.on_completion(exchange, completion)
+        return completion
+
+    @asynccontextmanager
+    async def stream(self, exchange: ChatExchange) -> AsyncIterator[AsyncIterator[Chunk]]:
+        """Chunks for the client; leaving the context closes the upstream stream."""
+        for stage in self._stages:
+            await stage.on_request(exchange)
+        async with self._router.stream(
+            exchange.request.model, exchange.upstream_body, request_id=exchange.request_id
+        ) as (chunks, routed):
+            exchange.routed = routed
+            for stage in reversed(self._stages):
+                chunks = stage.on_stream(exchange, chunks)
+            yield chunks

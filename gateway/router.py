@@ -1,0 +1,232 @@
+"""Routing: a model name maps to a group of upstreams; each request goes to the healthy
+member with the fewest requests in flight.
+
+A failure before anything reached the client is retried on another member (up to
+``retries``), then on the model's fallback group if it has one. An upstream that fails
+``failure_threshold`` times in a row is taken out for ``cooldown_s`` and then probed back in.
+Errors the upstream attributes to the request (4xx) are never retried: they are the
+client's to fix and pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import RoutingConfig
+from gateway.upstream import OpenAIUpstream, UpstreamError
+
+log = logging.getLogger("gateway.router")
+
+
+@dataclass
+class Member:
+    """One upstream inside a group, with the router's view of its health."""
+
+    upstream: OpenAIUpstream
+    is_ready: Callable[[], bool] = lambda: True
+    outstanding: int = 0
+    consecutive_failures: int = 0
+    # Set while the member is taken out; it only returns after a successful probe.
+    out_until: float | None = None
+    served: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.upstream.name
+
+    def available(self, now: float) -> bool:
+        return self.out_until is None and self.is_ready()
+
+
+@dataclass
+class Group:
+    name: str
+    members: list[Member]
+    fallback: str | None = None
+    _rotation: int = field(default=0, repr=False)
+
+    def candidates(self, now: float) -> list[Member]:
+        """Available members, fewest in flight first; ties rotate so load spreads evenly."""
+        self._rotation += 1
+        ordered = (
+            self.members[self._rotation % len(self.members) :]
+            + self.members[: self._rotation % len(self.members)]
+        )
+        return sorted((m for m in ordered if m.available(now)), key=lambda m: m.outstanding)
+
+    def healthy(self, now: float) -> bool:
+        return any(m.available(now) for m in self.members)
+
+
+class NoUpstream(Exception):
+    """Every upstream of the model (and of its fallbacks) is down or failed."""
+
+    def __init__(self, model: str, last_error: UpstreamError | None) -> None:
+        super().__init__(model)
+        self.model = model
+        self.last_error = last_error
+
+
+@dataclass(frozen=True)
+class Routed:
+    """Where a request was served, for the response stages (and later, the token)."""
+
+    model_group: str
+    upstream: str
+
+
+class Router:
+    def __init__(self, groups: dict[str, Group], config: RoutingConfig) -> None:
+        self._groups = groups
+        self._config = config
+        self._prober: asyncio.Task[None] | None = None
+
+    @property
+    def groups(self) -> dict[str, Group]:
+        return self._groups
+
+    def knows(self, model: str) -> bool:
+        return model in self._groups
+
+    def ready(self) -> dict[str, bool]:
+        now = time.monotonic()
+        return {name: group.healthy(now) for name, group in self._groups.items()}
+
+    def _route(self, model: str) -> list[tuple[Group, Member]]:
+        """Members to try, in order: this group's (bounded by retries), then fallbacks'."""
+        plan: list[tuple[Group, Member]] = []
+        seen: set[str] = set()
+        name: str | None = model
+        now = time.monotonic()
+        while name is not None and name not in seen:
+            seen.add(name)
+            group = self._groups[name]
+            plan += [(group, m) for m in group.candidates(now)[: self._config.retries + 1]]
+            name = group.fallback
+        return plan
+
+    def _failed(self, member: Member, error: UpstreamError) -> None:
+        member.consecutive_failures += 1
+        log.warning("upstream %s failed: %s", member.name, error)
+        if member.consecutive_failures >= self._config.failure_threshold:
+            member.out_until = time.monotonic() + self._config.cooldown_s
+            log.warning(
+                "upstream %s taken out for %.0fs after %d failures",
+                member.name,
+                self._config.cooldown_s,
+                member.consecutive_failures,
+            )
+
+    @staticmethod
+    def _succeeded(member: Member) -> None:
+        member.consecutive_failures = 0
+        member.served += 1
+
+    async def complete(
+        self, model: str, body: dict[str, Any], *, request_id: str
+    ) -> tuple[dict[str, Any], Routed]:
+        last: UpstreamError | None = None
+        for group, member in self._route(model):
+            member.outstanding += 1
+            try:
+                result = await member.upstream.complete(
+                    {**body, "model": member.upstream.model}, request_id=request_id
+                )
+            except UpstreamError as exc:
+                if exc.client_error:
+                    raise
+                self._failed(member, exc)
+                last = exc
+                continue
+            finally:
+                member.outstanding -= 1
+            self._succeeded(member)
+            return result, Routed(group.name, member.name)
+        raise NoUpstream(model, last)
+
+    @asynccontextmanager
+    async def stream(
+        self, model: str, body: dict[str, Any], *, request_id: str
+    ) -> AsyncIterator[tuple[AsyncIterator[dict[str, Any]], Routed]]:
+        """Open a stream on the first member that produces a first chunk.
+
+        Until that chunk exists nothing has reached the client, so a failure moves on to the
+        next member; after it, failures surface to the caller from the iterator.
+        """
+        last: UpstreamError | None = None
+        for group, member in self._route(model):
+            stack = AsyncExitStack()
+            member.outstanding += 1
+            stack.callback(_decrement, member)
+            try:
+                events = await stack.enter_async_context(
+                    member.upstream.stream(
+                        {**body, "model": member.upstream.model}, request_id=request_id
+                    )
+                )
+                first = await anext(events)
+            except StopAsyncIteration:
+                await stack.aclose()
+                self._failed(member, UpstreamError("empty stream", retryable=True))
+                continue
+            except UpstreamError as exc:
+                await stack.aclose()
+                if exc.client_error:
+                    raise
+                self._failed(member, exc)
+                last = exc
+                continue
+            except BaseException:
+                await stack.aclose()
+                raise
+            self._succeeded(member)
+            async with stack:
+                yield _prepend(first, events), Routed(group.name, member.name)
+            return
+        raise NoUpstream(model, last)
+
+    # -- probing --------------------------------------------------------------------------
+    def start_probing(self) -> None:
+        self._prober = asyncio.create_task(self._probe_loop(), name="upstream-prober")
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.probe_interval_s)
+            now = time.monotonic()
+            for group in self._groups.values():
+                for member in group.members:
+                    if member.out_until is not None and now >= member.out_until:
+                        if await member.upstream.probe():
+                            log.info("upstream %s passed its probe and is back", member.name)
+                            member.consecutive_failures = 0
+                            member.out_until = None
+                        else:
+                            member.out_until = now + self._config.cooldown_s
+
+    async def close(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+        for group in self._groups.values():
+            for member in group.members:
+                await member.upstream.close()
+
+
+def _decrement(member: Member) -> None:
+    member.outstanding -= 1
+
+
+async def _prepend(
+    first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    yield first
+    async for event in rest:
+        yield event

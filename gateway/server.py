@@ -1,0 +1,197 @@
+"""Assemble the gateway from its configuration and serve it until a signal stops it.
+
+Order matters: TLS identity, engines (started and awaited), router, pipeline, app; then
+the listener. On shutdown the listener drains in-flight requests first, then the engines
+are stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from gateway import __version__
+from gateway.app import GatewayApp
+from gateway.auth import APIKeyStore
+from gateway.config import GatewayConfig, LocalDeployment, RemoteDeployment
+from gateway.engines import EngineProcess, EngineStartError, engine_command
+from gateway.pipeline import ChatPipeline
+from gateway.ratelimit import RateLimiter
+from gateway.router import Group, Member, Router
+from gateway.summary import startup_summary
+from gateway.tls import TLSIdentity, TLSSetupError, load_identity
+from gateway.upstream import OpenAIUpstream
+from gateway.usage import UsageAccounting
+
+log = logging.getLogger("gateway")
+
+
+class StartupError(Exception):
+    """The gateway cannot start; the message says why and what to change."""
+
+
+@dataclass
+class Topology:
+    groups: dict[str, Group]
+    engines: list[EngineProcess]
+
+
+def _readiness(engine: EngineProcess) -> Callable[[], bool]:
+    return lambda: engine.ready
+
+
+def _remote_verify(deployment: RemoteDeployment) -> ssl.SSLContext | bool:
+    if deployment.ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(deployment.ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"cannot load ca_file {deployment.ca_file}: {exc}") from None
+
+
+def build_topology(config: GatewayConfig) -> Topology:
+    local_replicas = sum(
+        d.replicas for m in config.models for d in m.deployments if isinstance(d, LocalDeployment)
+    )
+    threads = max(1, (os.cpu_count() or 1) // max(1, local_replicas))
+    engines: list[EngineProcess] = []
+    groups: dict[str, Group] = {}
+    for model in config.models:
+        members: list[Member] = []
+        for index, deployment in enumerate(model.deployments):
+            if isinstance(deployment, LocalDeployment):
+                for replica in range(deployment.replicas):
+                    name = f"{model.name}/local-{index}.{replica}"
+                    socket = (
+                        config.run_dir.resolve()
+                        / "engines"
+                        / f"{model.name}-{index}-{replica}.sock"
+                    )
+                    engine = EngineProcess(
+                        name,
+                        command=engine_command(
+                            deployment, served_name=model.name, socket=socket, threads=threads
+                        ),
+                        socket=socket,
+                        log_path=config.run_dir / "engines" / f"{model.name}-{index}-{replica}.log",
+                        supervision=config.engines,
+                    )
+                    engines.append(engine)
+                    upstream = OpenAIUpstream(
+                        name,
+                        base_url="http://engine/v1",
+                        model=model.name,
+                        transport=httpx.AsyncHTTPTransport(uds=str(socket)),
+                        connect_timeout_s=config.routing.connect_timeout_s,
+                    )
+                    members.append(Member(upstream, is_ready=_readiness(engine)))
+            else:
+                api_key = None
+                if deployment.api_key_env is not None:
+                    api_key = os.environ.get(deployment.api_key_env)
+                    if not api_key:
+                        raise StartupError(
+                            f"models[{model.name}].deployments[{index}].api_key_env: "
+                            f"environment variable {deployment.api_key_env} is not set"
+                        )
+                members.append(
+                    Member(
+                        OpenAIUpstream(
+                            f"{model.name}/remote-{index}",
+                            base_url=deployment.base_url,
+                            model=deployment.model or model.name,
+                            api_key=api_key,
+                            verify=_remote_verify(deployment),
+                            timeout_s=deployment.timeout_s,
+                            connect_timeout_s=config.routing.connect_timeout_s,
+                        )
+                    )
+                )
+        groups[model.name] = Group(model.name, members, fallback=model.fallback)
+    return Topology(groups, engines)
+
+
+async def _start_engines(engines: list[EngineProcess]) -> None:
+    results = await asyncio.gather(*(e.start() for e in engines), return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        await asyncio.gather(*(e.stop() for e in engines))
+        first = failures[0]
+        if isinstance(first, EngineStartError):
+            raise StartupError(str(first))
+        raise first
+
+
+async def serve(config: GatewayConfig, *, config_path: Path) -> None:
+    identity: TLSIdentity | None = None
+    if not config.listener.plain_http:
+        try:
+            identity = load_identity(config.tls)
+        except TLSSetupError as exc:
+            raise StartupError(str(exc)) from None
+    if not config.api_keys:
+        raise StartupError("api_keys: configure at least one key (`confidential-gateway hash-key`)")
+    topology = build_topology(config)
+    await _start_engines(topology.engines)
+    limiter = RateLimiter()
+    router = Router(topology.groups, config.routing)
+    pipeline = ChatPipeline(router, [UsageAccounting(limiter)])
+
+    @asynccontextmanager
+    async def lifespan(_: object) -> AsyncIterator[None]:
+        # uvicorn runs this shutdown after draining in-flight requests, and before it
+        # re-raises the signal that stopped it, so engines always get a clean stop.
+        router.start_probing()
+        try:
+            yield
+        finally:
+            await router.close()
+            await asyncio.gather(*(e.stop() for e in topology.engines))
+
+    app = GatewayApp(
+        keys=APIKeyStore(config.api_keys),
+        limiter=limiter,
+        router=router,
+        pipeline=pipeline,
+        max_body_bytes=config.listener.max_body_bytes,
+        version=__version__,
+    ).build(lifespan)
+    context = identity.context if identity else None
+    listener = uvicorn.Config(
+        app,
+        host=config.listener.host,
+        port=config.listener.port,
+        # Our hardened context, built around a key that never touched the disk.
+        ssl_context_factory=(lambda _config, _default: context) if context else None,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(config.listener.graceful_shutdown_s),
+        timeout_keep_alive=30,
+    )
+    server = uvicorn.Server(listener)
+    print(startup_summary(config, config_path, identity, topology.engines), flush=True)
+    try:
+        await server.serve()
+    finally:
+        # Only reached here if serving failed before the lifespan ran (e.g. port in use).
+        await asyncio.gather(*(e.stop() for e in topology.engines))
+
+
+def run(config: GatewayConfig, *, config_path: Path) -> int:
+    try:
+        asyncio.run(serve(config, config_path=config_path))
+    except StartupError as exc:
+        print(f"confidential-gateway: cannot start: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,62 @@
+"""The one readable start-up summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.config import GatewayConfig, LocalDeployment
+from gateway.engines import EngineProcess
+from gateway.tls import TLSIdentity
+
+
+def startup_summary(
+    config: GatewayConfig,
+    config_path: Path,
+    identity: TLSIdentity | None,
+    engines: list[EngineProcess],
+) -> str:
+    scheme = "http" if identity is None else "https"
+    listener = config.listener
+    lines = [
+        "confidential-gateway is serving",
+        f"  url          {scheme}://{listener.host}:{listener.port}/v1",
+        f"  config       {config_path}",
+    ]
+    if identity is None:
+        lines.append("  tls          OFF (plain_http on a loopback address; development only)")
+    else:
+        origin = "generated in memory at start-up" if identity.generated else "operator files"
+        lines += [
+            f"  tls cert     {identity.cert_path} ({origin})",
+            f"  cert sha256  {identity.fingerprint_sha256}",
+            f"  key sha256   {identity.spki_sha256} (SubjectPublicKeyInfo)",
+        ]
+    lines.append(f"  api keys     {len(config.api_keys)} configured")
+    by_name = {e.name: e for e in engines}
+    for model in config.models:
+        lines.append(
+            f"  model        {model.name}"
+            + (f" (fallback: {model.fallback})" if model.fallback else "")
+        )
+        for index, deployment in enumerate(model.deployments):
+            if isinstance(deployment, LocalDeployment):
+                for replica in range(deployment.replicas):
+                    engine = by_name[f"{model.name}/local-{index}.{replica}"]
+                    weights = (
+                        deployment.model_path
+                        or f"{deployment.model_package}:{deployment.model_file}"
+                    )
+                    lines.append(
+                        f"    local engine pid {engine.pid}, {deployment.slots} slots x "
+                        f"{deployment.ctx_per_slot} tokens, weights {weights}"
+                    )
+            else:
+                lines.append(
+                    f"    remote {deployment.base_url} (model {deployment.model or model.name})"
+                )
+    if identity is not None:
+        lines.append(
+            f"  try          curl --cacert {identity.cert_path} -H 'Authorization: Bearer <key>' "
+            f"{scheme}://{listener.host}:{listener.port}/v1/models"
+        )
+    return "\n".join(lines)

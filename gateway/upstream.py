@@ -1,0 +1,185 @@
+"""The one upstream interface: a chat completion sent to something that speaks OpenAI's API.
+
+Local engines (a Unix socket), remote engines and OpenAI-compatible providers (TLS) are all
+``OpenAIUpstream`` with a different transport; the router never asks which it holds.
+
+Boundary, in the style of httpx transports: ``complete`` takes the request JSON and returns
+the response JSON. ``stream`` is an async context manager that yields parsed chunk objects
+until the upstream's ``[DONE]``; leaving the context closes the upstream response, which is
+how a client disconnect reaches the engine and frees its slot. Failures raise
+``UpstreamError``; ``retryable`` is true when the upstream never produced a response, so
+another upstream may safely be tried.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+
+class UpstreamError(Exception):
+    """An upstream failed. ``status`` and ``body`` are set when it answered with an error."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.body = body
+
+    @property
+    def client_error(self) -> bool:
+        """The upstream rejected the request itself (4xx other than 408/429)."""
+        return (
+            self.status is not None and 400 <= self.status < 500 and self.status not in {408, 429}
+        )
+
+
+def _error_body(response: httpx.Response, raw: bytes) -> dict[str, Any] | None:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body
+    return None
+
+
+class OpenAIUpstream:
+    """Chat completions against ``base_url`` (ending before ``/chat/completions``)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str,
+        model: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        api_key: str | None = None,
+        verify: ssl.SSLContext | bool = True,
+        timeout_s: float = 600.0,
+        connect_timeout_s: float = 5.0,
+        probe_path: str = "/models",
+        max_connections: int = 256,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self._probe_path = probe_path
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            transport=transport,
+            verify=verify,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=64),
+        )
+
+    async def complete(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
+        try:
+            response = await self._client.post(
+                "/chat/completions", json=body, headers={"x-request-id": request_id}
+            )
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"{self.name}: timed out", retryable=False) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamError(
+                f"{self.name}: unreachable ({type(exc).__name__})", retryable=True
+            ) from exc
+        if response.status_code != 200:
+            raise self._status_error(response, response.content)
+        try:
+            result = response.json()
+        except ValueError as exc:
+            raise UpstreamError(
+                f"{self.name}: answered with invalid JSON", retryable=False
+            ) from exc
+        if not isinstance(result, dict):
+            raise UpstreamError(f"{self.name}: answered with a non-object", retryable=False)
+        return result
+
+    @asynccontextmanager
+    async def stream(
+        self, body: dict[str, Any], *, request_id: str
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        request = self._client.build_request(
+            "POST", "/chat/completions", json=body, headers={"x-request-id": request_id}
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"{self.name}: timed out", retryable=False) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamError(
+                f"{self.name}: unreachable ({type(exc).__name__})", retryable=True
+            ) from exc
+        try:
+            if response.status_code != 200:
+                raise self._status_error(response, await response.aread())
+            yield self._events(response)
+        finally:
+            await response.aclose()
+
+    async def _events(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for line in response.aiter_lines():
+                if not line or line.startswith(":"):
+                    continue
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                try:
+                    event = json.loads(data)
+                except ValueError as exc:
+                    raise UpstreamError(
+                        f"{self.name}: sent an invalid stream event", retryable=False
+                    ) from exc
+                if isinstance(event, dict) and "error" in event and "choices" not in event:
+                    raise UpstreamError(
+                        f"{self.name}: failed mid-stream", retryable=False, body=event
+                    )
+                if not isinstance(event, dict):
+                    raise UpstreamError(f"{self.name}: sent a non-object event", retryable=False)
+                yield event
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"{self.name}: timed out mid-stream", retryable=False) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamError(
+                f"{self.name}: connection lost mid-stream", retryable=False
+            ) from exc
+        raise UpstreamError(f"{self.name}: stream ended without [DONE]", retryable=False)
+
+    def _status_error(self, response: httpx.Response, raw: bytes) -> UpstreamError:
+        status = response.status_code
+        body = _error_body(response, raw)
+        # 5xx before any output (overloaded, restarting): another upstream may serve it.
+        return UpstreamError(
+            f"{self.name}: answered HTTP {status}",
+            retryable=status >= 500 or status in {408, 429},
+            status=status,
+            body=body,
+        )
+
+    async def probe(self) -> bool:
+        """True when the upstream answers its health route."""
+        try:
+            response = await self._client.get(self._probe_path, timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,57 @@
+"""Usage accounting stage: knows the tokens of every response, streamed or not.
+
+Streams always ask the upstream for the usage chunk, so per-key token limits hold for
+streaming clients too; the chunk (and the ``usage: null`` fields) reach the client only if
+it asked for them with ``stream_options.include_usage``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.pipeline import ChatExchange, Chunk
+from gateway.ratelimit import RateLimiter
+
+
+def total_tokens(usage: Any) -> int:
+    if isinstance(usage, dict):
+        value = usage.get("total_tokens")
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+class UsageAccounting:
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    async def on_request(self, exchange: ChatExchange) -> None:
+        if exchange.request.streaming:
+            options = dict(exchange.upstream_body.get("stream_options") or {})
+            options["include_usage"] = True
+            exchange.upstream_body["stream_options"] = options
+
+    async def on_completion(self, exchange: ChatExchange, completion: Chunk) -> Chunk:
+        usage = completion.get("usage")
+        exchange.notes["usage"] = usage
+        self._limiter.charge(exchange.key, total_tokens(usage))
+        return completion
+
+    async def on_stream(
+        self, exchange: ChatExchange, chunks: AsyncIterator[Chunk]
+    ) -> AsyncIterator[Chunk]:
+        options = exchange.request.stream_options
+        client_wants_usage = options is not None and options.include_usage
+        async for chunk in chunks:
+            usage = chunk.get("usage")
+            if usage:
+                exchange.notes["usage"] = usage
+                self._limiter.charge(exchange.key, total_tokens(usage))
+            if client_wants_usage:
+                yield chunk
+                continue
+            if not chunk.get("choices") and usage:
+                continue  # the usage-only chunk the client did not ask for
+            chunk.pop("usage", None)
+            yield chunk
