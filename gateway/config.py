@@ -133,10 +133,38 @@ class RemoteDeployment(_Section):
 Deployment = Annotated[LocalDeployment | RemoteDeployment, Field(discriminator="kind")]
 
 
+class RoutePIIPolicy(_Section):
+    """What happens to personal data on one model route."""
+
+    # tokenize: placeholders out, values restored in the answer; redact: placeholders out,
+    # nothing restored; block: refuse the request (400 naming the types); off: untouched.
+    mode: Literal["tokenize", "redact", "block", "off"] = "tokenize"
+    # Entity types to act on; empty means every type the detector knows.
+    entities: list[str] = Field(default_factory=list)
+    # Required to turn PII handling off on a route that leaves this guest.
+    allow_raw_pii: bool = False
+    # Redact values of a detected type that the upstream introduced (not the client's own).
+    redact_introduced: bool = False
+
+
 class ModelConfig(_Section):
     name: Annotated[str, Field(min_length=1)]
     deployments: Annotated[list[Deployment], Field(min_length=1)]
     fallback: str | None = None
+    pii: RoutePIIPolicy = Field(default_factory=RoutePIIPolicy)
+
+    @property
+    def leaves_guest(self) -> bool:
+        return any(not isinstance(d, LocalDeployment) for d in self.deployments)
+
+    @model_validator(mode="after")
+    def _raw_pii_needs_consent(self) -> ModelConfig:
+        if self.pii.mode == "off" and self.leaves_guest and not self.pii.allow_raw_pii:
+            raise ValueError(
+                f"model {self.name!r} sends requests outside this guest, so pii.mode 'off' "
+                "needs pii.allow_raw_pii: true on that route"
+            )
+        return self
 
 
 class RoutingConfig(_Section):
@@ -155,6 +183,18 @@ class EngineSupervisionConfig(_Section):
     stop_timeout_s: Annotated[float, Field(gt=0)] = 30.0
 
 
+class PIIDetectionConfig(_Section):
+    """How detection runs, for every route."""
+
+    # auto: named-entity recognition (names, places, organisations) when its model is installed.
+    ner: Literal["auto", "on", "off"] = "auto"
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    cache_entries: Annotated[int, Field(ge=0)] = 4096
+    min_score: Annotated[float, Field(ge=0, le=1)] = 0.3
+    # Texts longer than this are scanned on a worker thread so the event loop stays free.
+    offload_chars: Annotated[int, Field(ge=0)] = 2000
+
+
 class FutureSection(_Section):
     """A section a later release fills; it accepts no keys yet, so nothing is silently ignored."""
 
@@ -167,7 +207,7 @@ class GatewayConfig(_Section):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     engines: EngineSupervisionConfig = Field(default_factory=EngineSupervisionConfig)
     run_dir: Path = Path(".run")
-    pii: FutureSection = Field(default_factory=FutureSection)
+    pii: PIIDetectionConfig = Field(default_factory=PIIDetectionConfig)
     attestation: FutureSection = Field(default_factory=FutureSection)
     telemetry: FutureSection = Field(default_factory=FutureSection)
 

@@ -25,6 +25,8 @@ from gateway.app import GatewayApp
 from gateway.auth import APIKeyStore
 from gateway.config import GatewayConfig, LocalDeployment, RemoteDeployment
 from gateway.engines import EngineProcess, EngineStartError, engine_command
+from gateway.pii.detector import DetectionError, PIIDetector, ner_available
+from gateway.pii.stage import PIIStage, RoutePolicy
 from gateway.pipeline import ChatPipeline
 from gateway.ratelimit import RateLimiter
 from gateway.router import Group, Member, Router
@@ -121,6 +123,18 @@ def build_topology(config: GatewayConfig) -> Topology:
     return Topology(groups, engines)
 
 
+def build_pii_stage(config: GatewayConfig) -> PIIStage:
+    ner = config.pii.ner == "on" or (config.pii.ner == "auto" and ner_available())
+    try:
+        detector = PIIDetector(
+            use_ner=ner, min_score=config.pii.min_score, cache_size=config.pii.cache_entries
+        )
+        policies = {m.name: RoutePolicy.resolve(m.pii, detector) for m in config.models}
+    except (DetectionError, ValueError) as exc:
+        raise StartupError(f"pii: {exc}") from None
+    return PIIStage(detector, policies, config.pii)
+
+
 async def _start_engines(engines: list[EngineProcess]) -> None:
     results = await asyncio.gather(*(e.start() for e in engines), return_exceptions=True)
     failures = [r for r in results if isinstance(r, BaseException)]
@@ -141,11 +155,12 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
             raise StartupError(str(exc)) from None
     if not config.api_keys:
         raise StartupError("api_keys: configure at least one key (`confidential-gateway hash-key`)")
+    pii = build_pii_stage(config)
     topology = build_topology(config)
     await _start_engines(topology.engines)
     limiter = RateLimiter()
     router = Router(topology.groups, config.routing)
-    pipeline = ChatPipeline(router, [UsageAccounting(limiter)])
+    pipeline = ChatPipeline(router, [pii, UsageAccounting(limiter)])
 
     @asynccontextmanager
     async def lifespan(_: object) -> AsyncIterator[None]:
@@ -180,7 +195,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         timeout_keep_alive=30,
     )
     server = uvicorn.Server(listener)
-    print(startup_summary(config, config_path, identity, topology.engines), flush=True)
+    print(startup_summary(config, config_path, identity, topology.engines, pii), flush=True)
     try:
         await server.serve()
     finally:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from gateway.config import GatewayConfig, LocalDeployment
 from gateway.engines import EngineProcess
+from gateway.pii.stage import PIIStage
 from gateway.tls import TLSIdentity
 
 
@@ -14,6 +15,7 @@ def startup_summary(
     config_path: Path,
     identity: TLSIdentity | None,
     engines: list[EngineProcess],
+    pii: PIIStage,
 ) -> str:
     scheme = "http" if identity is None else "https"
     listener = config.listener
@@ -32,12 +34,19 @@ def startup_summary(
             f"  key sha256   {identity.spki_sha256} (SubjectPublicKeyInfo)",
         ]
     lines.append(f"  api keys     {len(config.api_keys)} configured")
+    lines.append(
+        "  pii          patterns + encodings"
+        + (" + NER (spaCy en_core_web_sm)" if pii.uses_ner else " (NER off)")
+    )
     by_name = {e.name: e for e in engines}
     for model in config.models:
+        policy = pii.policy(model.name)
         lines.append(
-            f"  model        {model.name}"
-            + (f" (fallback: {model.fallback})" if model.fallback else "")
+            f"  model        {model.name}, pii {policy.mode} (policy {policy.digest[:16]})"
+            + (f", fallback {model.fallback}" if model.fallback else "")
         )
+        if model.pii.mode == "off" and model.leaves_guest:
+            lines.append("    WARNING: raw PII may leave this guest on this route (allow_raw_pii)")
         for index, deployment in enumerate(model.deployments):
             if isinstance(deployment, LocalDeployment):
                 for replica in range(deployment.replicas):

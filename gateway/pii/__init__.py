@@ -1,0 +1,1 @@
+"""In-enclave PII tokenization: detect, replace with placeholders, restore exactly."""

@@ -1,0 +1,218 @@
+"""An OpenAI-compatible upstream that records every byte it receives and echoes.
+
+    python -m tests.support.capture_upstream --port N --record FILE
+
+Each request is appended to FILE as one JSON line: ``{"path", "headers", "body"}`` with
+the raw body base64-encoded, exactly as received. The answer echoes the last user message:
+non-streamed as one message, streamed one character per SSE event. Chunks deliberately omit
+``id`` and ``role`` (some providers do), and the stream sends no ``finish_reason``.
+A request whose last user message starts with ``CALL_TOOL`` is answered with a tool call
+whose arguments are ``{"text": <the message>}``; one starting with ``INTRODUCE`` is echoed
+after an e-mail address of the upstream's own, ``intruder@example.net``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return "".join(p.get("text", "") for p in content)
+            return str(content or "")
+    return ""
+
+
+def make_app(record: Path) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        with record.open("a") as handle:
+            handle.write(
+                json.dumps(
+                    {
+                        "path": scope["path"],
+                        "headers": {
+                            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+                        },
+                        "body": base64.b64encode(raw).decode(),
+                    }
+                )
+                + "\n"
+            )
+        if scope["path"].endswith("/models"):
+            await _respond(send, 200, b"application/json", b'{"object":"list","data":[]}')
+            return
+        body = json.loads(raw or b"{}")
+        text = last_user_text(body)
+        if text.startswith("INTRODUCE"):
+            text = "Ask intruder@example.net. " + text
+        if text.startswith("CALL_TOOL"):
+            arguments = json.dumps({"text": text})
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "echo", "arguments": arguments},
+                    }
+                ],
+            }
+            if body.get("stream"):
+                events = [
+                    {
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {
+                                    "tool_calls": [
+                                        {
+                                            "index": 0,
+                                            "id": "call_1",
+                                            "type": "function",
+                                            "function": {"name": "echo", "arguments": ""},
+                                        }
+                                    ]
+                                },
+                            }
+                        ]
+                    }
+                ]
+                events += [
+                    {
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {
+                                    "tool_calls": [{"index": 0, "function": {"arguments": ch}}]
+                                },
+                            }
+                        ]
+                    }
+                    for ch in arguments
+                ]
+                await _stream(send, events)
+            else:
+                await _respond(
+                    send,
+                    200,
+                    b"application/json",
+                    json.dumps(
+                        {
+                            "id": "chatcmpl-capture",
+                            "object": "chat.completion",
+                            "created": 0,
+                            "model": body.get("model"),
+                            "choices": [
+                                {"index": 0, "message": message, "finish_reason": "tool_calls"}
+                            ],
+                            "usage": {
+                                "prompt_tokens": 1,
+                                "completion_tokens": 1,
+                                "total_tokens": 2,
+                            },
+                        }
+                    ).encode(),
+                )
+            return
+        if body.get("stream"):
+            events = [{"choices": [{"index": 0, "delta": {"content": ch}}]} for ch in text]
+            if (body.get("stream_options") or {}).get("include_usage"):
+                events.append(
+                    {
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": 1,
+                            "completion_tokens": len(text),
+                            "total_tokens": 1 + len(text),
+                        },
+                    }
+                )
+            await _stream(send, events)
+            return
+        await _respond(
+            send,
+            200,
+            b"application/json",
+            json.dumps(
+                {
+                    "id": "chatcmpl-capture",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body.get("model"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": 1,
+                        "completion_tokens": len(text),
+                        "total_tokens": 1 + len(text),
+                    },
+                }
+            ).encode(),
+        )
+
+    return app
+
+
+async def _respond(send: Any, status: int, content_type: bytes, payload: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type)],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _stream(send: Any, events: list[dict[str, Any]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream")],
+        }
+    )
+    for event in events:
+        await send(
+            {
+                "type": "http.response.body",
+                "body": b"data: " + json.dumps(event).encode() + b"\n\n",
+                "more_body": True,
+            }
+        )
+    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--record", type=Path, required=True)
+    args = parser.parse_args()
+    uvicorn.run(make_app(args.record), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
