@@ -210,6 +210,7 @@ def main() -> int:
                     "api_keys": [{"name": "bench", "sha256": hash_key(KEY)}],
                     "models": [route],
                     "pii": {"ner": ner},
+                    "attestation": {"provider": "simulated"},
                     "run_dir": str(tmp / name),
                 }
                 path = tmp / f"{name}.yaml"

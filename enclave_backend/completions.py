@@ -59,12 +59,14 @@ class ChatCompletions:
         template: ChatTemplate,
         model_name: str,
         fingerprint: str,
+        weights_sha256: str,
     ) -> None:
         self._runtime = runtime
         self._scheduler = scheduler
         self._template = template
         self.model_name = model_name
         self.fingerprint = fingerprint
+        self.weights_sha256 = weights_sha256
 
     # -- request -> queued generations --------------------------------------------------
     def submit(self, request: ChatCompletionRequest) -> Submission:

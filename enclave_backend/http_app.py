@@ -189,6 +189,7 @@ class EngineApp:
             {
                 "status": "ok",
                 "model": self._completions.model_name,
+                "weights_sha256": self._completions.weights_sha256,
                 "slots": {
                     "total": stats.slots_total,
                     "busy": stats.slots_busy,

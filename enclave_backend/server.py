@@ -100,6 +100,7 @@ def load_engine(settings: EngineSettings) -> LoadedEngine:
         template=template,
         model_name=settings.model_name or source.stem,
         fingerprint=f"fp_{weights_sha[:12]}",
+        weights_sha256=weights_sha,
     )
     return LoadedEngine(runtime, scheduler, completions, weights, weights_sha)
 

@@ -7,10 +7,12 @@ listener -> request id -> auth -> body limit -> parse/validate -> authorize -> r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -22,8 +24,22 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.attestation.providers import AttestationUnavailable
+from gateway.attestation.service import (
+    CLIENT_NONCE,
+    NONCE_HEX,
+    AttestationService,
+    sha256_hex,
+)
+from gateway.attestation.token import ResponseFacts
 from gateway.auth import APIKeyStore
-from gateway.errors import GatewayError, from_validation_error, no_upstream, upstream_failed
+from gateway.errors import (
+    GatewayError,
+    bad_request,
+    from_validation_error,
+    no_upstream,
+    upstream_failed,
+)
 from gateway.openapi import openapi_document
 from gateway.pipeline import ChatExchange, ChatPipeline
 from gateway.protocol import ChatCompletionRequest
@@ -69,6 +85,37 @@ def upstream_error(exc: UpstreamError | NoUpstream) -> GatewayError:
             code=error.get("code"),
         )
     return upstream_failed("The upstream failed while answering.")
+
+
+TOKEN_HEADER = "x-attestation-token"
+NONCE_HEADER = "x-attestation-nonce"
+
+
+@dataclass
+class _Signing:
+    """What the response token will say, filled in as the request is understood."""
+
+    request_id: str
+    nonce: str | None = None
+    request_sha256: str | None = None
+    model: str | None = None
+    jti: str | None = None
+    exchange: ChatExchange | None = None
+
+
+def _client_nonce(request: Request) -> str | None:
+    nonce = request.headers.get(NONCE_HEADER)
+    if nonce is not None and not CLIENT_NONCE.match(nonce):
+        raise bad_request(
+            "X-Attestation-Nonce must be 8 to 128 characters of [A-Za-z0-9_-=.:+/].",
+            param=NONCE_HEADER,
+            code="invalid_value",
+        )
+    return nonce
+
+
+def _json_bytes(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class SSEResponse(StreamingResponse):
@@ -120,7 +167,9 @@ class GatewayApp:
         pipeline: ChatPipeline,
         max_body_bytes: int,
         version: str,
+        attestation: AttestationService,
     ) -> None:
+        self._attestation = attestation
         self._keys = keys
         self._limiter = limiter
         self._router = router
@@ -136,6 +185,9 @@ class GatewayApp:
                 Route("/health", self.health, methods=["GET"]),
                 Route("/ready", self.ready, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
+                Route("/v1/attestation", self.attestation_evidence, methods=["GET"]),
+                Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
+                Route("/v1/attestations/{completion_id}", self.stored_token, methods=["GET"]),
             ],
             middleware=[Middleware(RequestIdMiddleware)],
             exception_handlers={
@@ -165,34 +217,80 @@ class GatewayApp:
         return b"".join(chunks)
 
     async def chat_completions(self, request: Request) -> Response:
-        key = self._keys.authenticate(request.headers.get("authorization"))
-        body = await self._read_body(request)
+        """Every answer here, error or not, carries a signed token over the exact bytes."""
+        signing = _Signing(request_id=request_id_of(request.scope))
         try:
-            chat = ChatCompletionRequest.model_validate_json(body)
-        except ValidationError as exc:
-            raise from_validation_error(exc) from None
-        self._keys.authorize(key, chat.model, self._router.knows(chat.model))
-        self._limiter.admit(key)
-        exchange = ChatExchange(
-            request_id=request_id_of(request.scope),
-            key=key,
-            body_bytes=body,
-            request=chat,
-            upstream_body=chat.upstream_body(chat.model),
-        )
-        if chat.streaming:
-            return await self._stream(exchange)
-        try:
-            finished, completion = await unless_disconnected(
-                request, self._pipeline.complete(exchange)
+            signing.nonce = _client_nonce(request)
+            body = await self._read_body(request)
+            signing.request_sha256 = sha256_hex(body)
+            key = self._keys.authenticate(request.headers.get("authorization"))
+            try:
+                chat = ChatCompletionRequest.model_validate_json(body)
+            except ValidationError as exc:
+                raise from_validation_error(exc) from None
+            signing.model = chat.model
+            self._keys.authorize(key, chat.model, self._router.knows(chat.model))
+            self._limiter.admit(key)
+            exchange = ChatExchange(
+                request_id=signing.request_id,
+                key=key,
+                body_bytes=body,
+                request=chat,
+                upstream_body=chat.upstream_body(chat.model),
             )
-        except (UpstreamError, NoUpstream) as exc:
-            raise upstream_error(exc) from None
-        if not finished or completion is None:
-            return Response(status_code=499)
-        return JSONResponse(completion)
+            signing.exchange = exchange
+            if chat.streaming:
+                return await self._stream(exchange, signing)
+            try:
+                finished, completion = await unless_disconnected(
+                    request, self._pipeline.complete(exchange)
+                )
+            except (UpstreamError, NoUpstream) as exc:
+                raise upstream_error(exc) from None
+            if not finished or completion is None:
+                return Response(status_code=499)
+            payload = _json_bytes(completion)
+            signing.jti = str(completion.get("id") or signing.request_id)
+            return Response(
+                payload,
+                media_type="application/json",
+                headers={TOKEN_HEADER: self._sign(signing, 200, sha256_hex(payload))},
+            )
+        except GatewayError as error:
+            payload = _json_bytes(error.body())
+            token = self._sign(signing, error.status, sha256_hex(payload))
+            headers = {**error.headers, TOKEN_HEADER: token}
+            return Response(
+                payload, status_code=error.status, media_type="application/json", headers=headers
+            )
 
-    async def _stream(self, exchange: ChatExchange) -> Response:
+    def _sign(self, signing: _Signing, status: int, response_sha256: str) -> str:
+        exchange = signing.exchange
+        routed = exchange.routed if exchange else None
+        model = None
+        if signing.model is not None:
+            model = {
+                "name": signing.model,
+                "group": routed.model_group if routed else None,
+                "weights_sha256": routed.weights_sha256 if routed else None,
+            }
+        facts = ResponseFacts(
+            jti=signing.jti or signing.request_id,
+            request_sha256=signing.request_sha256,
+            response_sha256=response_sha256,
+            status=status,
+            nonce=signing.nonce,
+            model=model,
+            pii=exchange.notes.get("pii") if exchange else None,
+            upstream=(
+                {"name": routed.upstream, "kind": routed.kind, "in_guest": routed.in_guest}
+                if routed
+                else None
+            ),
+        )
+        return self._attestation.sign(facts)
+
+    async def _stream(self, exchange: ChatExchange, signing: _Signing) -> Response:
         resources = AsyncExitStack()
         try:
             chunks = await resources.enter_async_context(self._pipeline.stream(exchange))
@@ -202,18 +300,51 @@ class GatewayApp:
         except BaseException:
             await resources.aclose()
             raise
-        return SSEResponse(self._sse(chunks), resources)
+        return SSEResponse(self._sse(chunks, signing), resources)
 
-    async def _sse(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async def _sse(
+        self, chunks: AsyncIterator[dict[str, Any]], signing: _Signing
+    ) -> AsyncIterator[bytes]:
+        """Chunks as SSE; then the token chunk (the usage chunk, if the client asked for one)
+        whose token covers every byte sent before it; then [DONE] unless the stream failed."""
+        digest = hashlib.sha256()
+        carrier: dict[str, Any] | None = None
+        last: dict[str, Any] = {}
+        failed = False
         try:
             async for chunk in chunks:
-                yield sse_event(chunk)
+                if carrier is not None:  # something came after the usage chunk: send it
+                    event = sse_event(carrier)
+                    digest.update(event)
+                    yield event
+                    carrier = None
+                last = chunk
+                if not chunk.get("choices") and chunk.get("usage"):
+                    carrier = chunk
+                    continue
+                event = sse_event(chunk)
+                digest.update(event)
+                yield event
         except UpstreamError as exc:
             log.warning("stream failed after it started: %s", exc)
             # In-band error and no [DONE]: the client must not mistake this for a full answer.
-            yield sse_event(upstream_error(exc).body())
-            return
-        yield SSE_DONE
+            event = sse_event(upstream_error(exc).body())
+            digest.update(event)
+            yield event
+            failed = True
+        if carrier is None:
+            carrier = {
+                "id": last.get("id", signing.request_id),
+                "object": "chat.completion.chunk",
+                "created": last.get("created", 0),
+                "model": last.get("model", signing.model),
+                "choices": [],
+            }
+        signing.jti = str(carrier.get("id") or signing.request_id)
+        carrier["attestation_token"] = self._sign(signing, 200, digest.hexdigest())
+        yield sse_event(carrier)
+        if not failed:
+            yield SSE_DONE
 
     async def models(self, request: Request) -> Response:
         key = self._keys.authenticate(request.headers.get("authorization"))
@@ -234,6 +365,48 @@ class GatewayApp:
 
     async def openapi(self, _: Request) -> Response:
         return JSONResponse(self._openapi)
+
+    async def attestation_evidence(self, request: Request) -> Response:
+        nonce = request.query_params.get("nonce")
+        if nonce is not None and not NONCE_HEX.match(nonce):
+            return error_response(
+                bad_request(
+                    "nonce must be 16 to 128 hexadecimal characters (8 to 64 bytes).",
+                    param="nonce",
+                    code="invalid_value",
+                )
+            )
+        try:
+            document = await asyncio.to_thread(self._attestation.evidence_document, nonce)
+        except AttestationUnavailable as exc:
+            log.error("attestation evidence unavailable: %s", exc)
+            return error_response(
+                GatewayError(
+                    503,
+                    "Attestation evidence is unavailable right now; the TEE interface failed.",
+                    type="server_error",
+                    code="attestation_unavailable",
+                    headers={"Retry-After": "5"},
+                )
+            )
+        return JSONResponse(document)
+
+    async def jwks(self, _: Request) -> Response:
+        return JSONResponse(self._attestation.jwks())
+
+    async def stored_token(self, request: Request) -> Response:
+        completion_id = request.path_params["completion_id"]
+        token = self._attestation.tokens.get(completion_id)
+        if token is None:
+            return error_response(
+                GatewayError(
+                    404,
+                    "No token is kept for that completion id (unknown, or older than the "
+                    "retention window).",
+                    code="token_not_found",
+                )
+            )
+        return JSONResponse({"id": completion_id, "attestation_token": token})
 
 
 async def _gateway_error(_: Request, exc: Exception) -> Response:

@@ -71,6 +71,12 @@ def _dev_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from gateway.attestation.verify_cli import run_verify
+
+    return run_verify(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="confidential-gateway")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +93,33 @@ def build_parser() -> argparse.ArgumentParser:
     hash_cmd = commands.add_parser("hash-key", help="print the SHA-256 to put in api_keys")
     hash_cmd.add_argument("key", nargs="?", help="the key (prompted for when omitted)")
     hash_cmd.set_defaults(func=_hash_key)
+
+    verify = commands.add_parser(
+        "verify", help="verify a gateway's attestation (and optionally one response token)"
+    )
+    verify.add_argument("--url", required=True, help="gateway base URL, e.g. https://host:8443")
+    verify.add_argument("--cacert", type=Path, help="CA or self-signed certificate to trust")
+    verify.add_argument(
+        "--allow-simulated",
+        action="store_true",
+        help="accept simulated (software-only) evidence: development only",
+    )
+    verify.add_argument("--tdx-collateral", type=Path, help="Intel collateral (dcap-qvl JSON)")
+    verify.add_argument("--snp-vcek", type=Path, help="VCEK certificate (DER or PEM)")
+    verify.add_argument("--snp-chain", type=Path, help="ASK and ARK certificates (PEM)")
+    verify.add_argument("--snp-ark-sha256", help="pin the AMD root (SHA-256 of its DER)")
+    verify.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="NAME=HEX",
+        help="expected measurement (repeatable), e.g. mrtd=..., measurement=...",
+    )
+    verify.add_argument("--token", help="a response token to check as well")
+    verify.add_argument("--request-file", type=Path, help="the exact request body sent")
+    verify.add_argument("--response-file", type=Path, help="the exact response body received")
+    verify.add_argument("--now", type=int, help="verification time (unix seconds)")
+    verify.set_defaults(func=_verify)
 
     dev = commands.add_parser("dev-key", help="local development key for make run")
     dev.add_argument("--out", type=Path, default=Path(".run/api-key"))

@@ -195,6 +195,20 @@ class PIIDetectionConfig(_Section):
     offload_chars: Annotated[int, Field(ge=0)] = 2000
 
 
+class AttestationConfig(_Section):
+    """Where evidence comes from, and how response tokens are issued."""
+
+    # simulated: software evidence, labelled as such in every token (machines without a TEE).
+    # tdx / sev-snp: that hardware through configfs-tsm, or refuse to start. auto: whichever
+    # hardware is present, or refuse to start; never a silent fallback to simulation.
+    provider: Literal["auto", "tdx", "sev-snp", "simulated"] = "auto"
+    configfs_path: Path = Path("/sys/kernel/config/tsm/report")
+    issuer: str = "confidential-gateway"
+    token_ttl_s: Annotated[int, Field(ge=10)] = 600
+    # How long tokens stay retrievable at GET /v1/attestations/{completion_id}.
+    store_ttl_s: Annotated[float, Field(gt=0)] = 600.0
+
+
 class FutureSection(_Section):
     """A section a later release fills; it accepts no keys yet, so nothing is silently ignored."""
 
@@ -208,7 +222,7 @@ class GatewayConfig(_Section):
     engines: EngineSupervisionConfig = Field(default_factory=EngineSupervisionConfig)
     run_dir: Path = Path(".run")
     pii: PIIDetectionConfig = Field(default_factory=PIIDetectionConfig)
-    attestation: FutureSection = Field(default_factory=FutureSection)
+    attestation: AttestationConfig = Field(default_factory=AttestationConfig)
     telemetry: FutureSection = Field(default_factory=FutureSection)
 
     @model_validator(mode="after")

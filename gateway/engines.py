@@ -93,6 +93,7 @@ class EngineProcess:
         self._supervisor: asyncio.Task[None] | None = None
         self.restarts = 0
         self.ready = False
+        self.weights_sha256: str | None = None
 
     @property
     def pid(self) -> int | None:
@@ -133,7 +134,9 @@ class EngineProcess:
                     )
                 if self.socket.exists():
                     try:
-                        if (await client.get("/health", timeout=2.0)).status_code == 200:
+                        health = await client.get("/health", timeout=2.0)
+                        if health.status_code == 200:
+                            self.weights_sha256 = health.json().get("weights_sha256")
                             self.ready = True
                             return
                     except httpx.TransportError:

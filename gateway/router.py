@@ -31,6 +31,9 @@ class Member:
 
     upstream: OpenAIUpstream
     is_ready: Callable[[], bool] = lambda: True
+    kind: str = "remote"
+    in_guest: bool = False
+    weights_sha256: Callable[[], str | None] = lambda: None
     outstanding: int = 0
     consecutive_failures: int = 0
     # Set while the member is taken out; it only returns after a successful probe.
@@ -76,10 +79,17 @@ class NoUpstream(Exception):
 
 @dataclass(frozen=True)
 class Routed:
-    """Where a request was served, for the response stages (and later, the token)."""
+    """Where a request was served, for the response stages and the response token."""
 
     model_group: str
     upstream: str
+    kind: str
+    in_guest: bool
+    weights_sha256: str | None
+
+    @classmethod
+    def of(cls, group: Group, member: Member) -> Routed:
+        return cls(group.name, member.name, member.kind, member.in_guest, member.weights_sha256())
 
 
 class Router:
@@ -148,7 +158,7 @@ class Router:
             finally:
                 member.outstanding -= 1
             self._succeeded(member)
-            return result, Routed(group.name, member.name)
+            return result, Routed.of(group, member)
         raise NoUpstream(model, last)
 
     @asynccontextmanager
@@ -188,7 +198,7 @@ class Router:
                 raise
             self._succeeded(member)
             async with stack:
-                yield _prepend(first, events), Routed(group.name, member.name)
+                yield _prepend(first, events), Routed.of(group, member)
             return
         raise NoUpstream(model, last)
 

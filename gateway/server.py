@@ -22,6 +22,8 @@ import uvicorn
 
 from gateway import __version__
 from gateway.app import GatewayApp
+from gateway.attestation.providers import AttestationUnavailable, select_provider
+from gateway.attestation.service import AttestationService
 from gateway.auth import APIKeyStore
 from gateway.config import GatewayConfig, LocalDeployment, RemoteDeployment
 from gateway.engines import EngineProcess, EngineStartError, engine_command
@@ -50,6 +52,10 @@ class Topology:
 
 def _readiness(engine: EngineProcess) -> Callable[[], bool]:
     return lambda: engine.ready
+
+
+def _weights(engine: EngineProcess) -> Callable[[], str | None]:
+    return lambda: engine.weights_sha256
 
 
 def _remote_verify(deployment: RemoteDeployment) -> ssl.SSLContext | bool:
@@ -96,7 +102,15 @@ def build_topology(config: GatewayConfig) -> Topology:
                         transport=httpx.AsyncHTTPTransport(uds=str(socket)),
                         connect_timeout_s=config.routing.connect_timeout_s,
                     )
-                    members.append(Member(upstream, is_ready=_readiness(engine)))
+                    members.append(
+                        Member(
+                            upstream,
+                            is_ready=_readiness(engine),
+                            kind="local",
+                            in_guest=True,
+                            weights_sha256=_weights(engine),
+                        )
+                    )
             else:
                 api_key = None
                 if deployment.api_key_env is not None:
@@ -121,6 +135,30 @@ def build_topology(config: GatewayConfig) -> Topology:
                 )
         groups[model.name] = Group(model.name, members, fallback=model.fallback)
     return Topology(groups, engines)
+
+
+PACKAGE_ROOTS = [
+    Path(__file__).resolve().parent,
+    Path(__file__).resolve().parent.parent / "enclave_backend",
+]
+
+
+def build_attestation(config: GatewayConfig, identity: TLSIdentity | None) -> AttestationService:
+    try:
+        provider = select_provider(
+            config.attestation.provider,
+            code_roots=PACKAGE_ROOTS,
+            base=config.attestation.configfs_path,
+        )
+        return AttestationService(
+            provider,
+            tls_spki_sha256=identity.spki_sha256 if identity else "none:plain-http",
+            issuer=config.attestation.issuer,
+            token_ttl_s=config.attestation.token_ttl_s,
+            store_ttl_s=config.attestation.store_ttl_s,
+        )
+    except AttestationUnavailable as exc:
+        raise StartupError(f"attestation ({config.attestation.provider}): {exc}") from None
 
 
 def build_pii_stage(config: GatewayConfig) -> PIIStage:
@@ -155,6 +193,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
             raise StartupError(str(exc)) from None
     if not config.api_keys:
         raise StartupError("api_keys: configure at least one key (`confidential-gateway hash-key`)")
+    attestation = build_attestation(config, identity)
     pii = build_pii_stage(config)
     topology = build_topology(config)
     await _start_engines(topology.engines)
@@ -180,6 +219,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         pipeline=pipeline,
         max_body_bytes=config.listener.max_body_bytes,
         version=__version__,
+        attestation=attestation,
     ).build(lifespan)
     context = identity.context if identity else None
     listener = uvicorn.Config(
@@ -195,7 +235,10 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         timeout_keep_alive=30,
     )
     server = uvicorn.Server(listener)
-    print(startup_summary(config, config_path, identity, topology.engines, pii), flush=True)
+    print(
+        startup_summary(config, config_path, identity, topology.engines, pii, attestation),
+        flush=True,
+    )
     try:
         await server.serve()
     finally:

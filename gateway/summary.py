@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.attestation.service import AttestationService
 from gateway.config import GatewayConfig, LocalDeployment
 from gateway.engines import EngineProcess
 from gateway.pii.stage import PIIStage
@@ -16,6 +17,7 @@ def startup_summary(
     identity: TLSIdentity | None,
     engines: list[EngineProcess],
     pii: PIIStage,
+    attestation: AttestationService,
 ) -> str:
     scheme = "http" if identity is None else "https"
     listener = config.listener
@@ -33,6 +35,13 @@ def startup_summary(
             f"  cert sha256  {identity.fingerprint_sha256}",
             f"  key sha256   {identity.spki_sha256} (SubjectPublicKeyInfo)",
         ]
+    lines.append(f"  tee          {attestation.tee}")
+    if attestation.simulated:
+        lines.append("    WARNING: simulated attestation: no hardware vouches for these keys")
+    lines += [
+        f"  signing key  ES256, kid {attestation.key.kid}",
+        f"  keyset       sha256 {attestation.keyset_digest}",
+    ]
     lines.append(f"  api keys     {len(config.api_keys)} configured")
     lines.append(
         "  pii          patterns + encodings"

@@ -110,6 +110,7 @@ def gateway_config(tmp: Path, port: int, dead_port: int) -> dict:
         ],
         "routing": {"retries": 1, "failure_threshold": 2, "cooldown_s": 30, "probe_interval_s": 1},
         "engines": {"restart_backoff_initial_s": 0.2},
+        "attestation": {"provider": "simulated"},
         "run_dir": str(tmp / "run"),
     }
 

@@ -98,8 +98,11 @@ def test_stream_without_include_usage_has_no_usage_and_one_done(gateway: Running
         lines = [line for line in response.iter_lines() if line]
     assert lines.count("data: [DONE]") == 1 and lines[-1] == "data: [DONE]"
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
-    assert all(chunk["choices"] for chunk in chunks)
+    *answer, token_chunk = chunks
+    assert all(chunk["choices"] for chunk in answer)
     assert all("usage" not in chunk for chunk in chunks)
+    # The signed stream ends with one extra chunk carrying the token, before [DONE].
+    assert token_chunk["choices"] == [] and token_chunk["attestation_token"].count(".") == 2
 
 
 def test_missing_wrong_and_revoked_keys_get_401(gateway: RunningGateway) -> None:

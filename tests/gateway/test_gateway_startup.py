@@ -67,6 +67,7 @@ def test_engine_that_cannot_start_stops_the_gateway_clearly(tmp_path: Path) -> N
                         ],
                     }
                 ],
+                "attestation": {"provider": "simulated"},
                 "run_dir": str(tmp_path / "run"),
             }
         )
@@ -74,6 +75,30 @@ def test_engine_that_cannot_start_stops_the_gateway_clearly(tmp_path: Path) -> N
     result = serve(config)
     assert result.returncode == 2
     assert "missing.gguf does not exist" in result.stderr
+
+
+def test_hardware_attestation_without_a_tee_refuses_to_start(tmp_path: Path) -> None:
+    for provider in ("auto", "tdx", "sev-snp"):
+        config = tmp_path / f"{provider}.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "listener": {"port": 0},
+                    "tls": {"cert_out": str(tmp_path / "cert.pem")},
+                    "api_keys": [{"name": "k", "sha256": "0" * 64}],
+                    "models": [{"name": "m", "deployments": [{"kind": "local"}]}],
+                    "attestation": {
+                        "provider": provider,
+                        "configfs_path": str(tmp_path / "no-tsm"),
+                    },
+                    "run_dir": str(tmp_path / "run"),
+                }
+            )
+        )
+        result = serve(config)
+        assert result.returncode == 2, result.stderr
+        assert "not a TDX or SEV-SNP guest" in result.stderr
+        assert "simulated" not in result.stdout
 
 
 def test_tls_private_key_is_never_written(gateway: RunningGateway) -> None:

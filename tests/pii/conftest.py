@@ -89,6 +89,7 @@ def pii_gateway_config(tmp: Path, capture: CaptureUpstream, **pii: object) -> di
             route("capture-introduced", "tokenize", redact_introduced=True),
         ],
         "pii": {"ner": "on", **pii},
+        "attestation": {"provider": "simulated"},
         "run_dir": str(tmp / "run"),
     }
 

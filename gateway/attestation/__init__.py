@@ -1,0 +1,1 @@
+"""Attestation: hardware evidence, the key it binds, signed response tokens, verification."""

@@ -1,0 +1,111 @@
+"""The signed token on every response: a compact JWS with EAT-style claims.
+
+Header ``{"alg": "ES256", "typ": "JWT", "kid": ...}``; the claims name the TEE and its
+measurements, the key-set digest the evidence binds, SHA-256 digests of the exact request
+bytes received and response bytes sent, the model and its weights digest, the PII policy
+digest with per-type counts (never values), and where the upstream ran. Signed with
+``cryptography`` directly: ``bench/attestation_bench.py`` compares it with jwcrypto.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.attestation.keys import SigningKey, b64url
+
+EAT_PROFILE = "tag:confidential-gateway.dev,2026:response-token-v1"
+
+
+@dataclass
+class ResponseFacts:
+    """What the gateway knows about one response when it signs it."""
+
+    jti: str
+    request_sha256: str | None
+    response_sha256: str
+    status: int
+    nonce: str | None = None
+    model: dict[str, Any] | None = None
+    pii: dict[str, Any] | None = None
+    upstream: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TokenIssuer:
+    def __init__(
+        self,
+        key: SigningKey,
+        *,
+        issuer: str,
+        tee: str,
+        measurements: dict[str, str],
+        keyset_digest: str,
+        ttl_s: int,
+    ) -> None:
+        self._key = key
+        self._header = b64url(
+            json.dumps(
+                {"alg": "ES256", "typ": "JWT", "kid": key.kid}, separators=(",", ":")
+            ).encode()
+        )
+        self._static = {
+            "iss": issuer,
+            "eat_profile": EAT_PROFILE,
+            "tee": tee,
+            "measurements": measurements,
+            "keyset_digest": keyset_digest,
+        }
+        self._ttl = ttl_s
+
+    def issue(self, facts: ResponseFacts) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            **self._static,
+            "iat": now,
+            "exp": now + self._ttl,
+            "jti": facts.jti,
+            "status": facts.status,
+            "request_sha256": facts.request_sha256,
+            "response_sha256": facts.response_sha256,
+            "model": facts.model,
+            "pii": facts.pii,
+            "upstream": facts.upstream,
+            **facts.extra,
+        }
+        if facts.nonce is not None:
+            claims["eat_nonce"] = facts.nonce
+        payload = b64url(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
+        signing_input = f"{self._header}.{payload}".encode("ascii")
+        return f"{self._header}.{payload}.{b64url(self._key.sign(signing_input))}"
+
+
+class TokenStore:
+    """Recent tokens by completion id, in memory, for ``GET /v1/attestations/{id}``."""
+
+    def __init__(self, *, ttl_s: float, max_entries: int = 10_000) -> None:
+        self._ttl = ttl_s
+        self._max = max_entries
+        self._tokens: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, completion_id: str, token: str) -> None:
+        with self._lock:
+            self._tokens[completion_id] = (time.monotonic() + self._ttl, token)
+            self._tokens.move_to_end(completion_id)
+            while len(self._tokens) > self._max:
+                self._tokens.popitem(last=False)
+
+    def get(self, completion_id: str) -> str | None:
+        with self._lock:
+            entry = self._tokens.get(completion_id)
+            if entry is None:
+                return None
+            if entry[0] < time.monotonic():
+                del self._tokens[completion_id]
+                return None
+            return entry[1]

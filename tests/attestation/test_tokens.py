@@ -1,0 +1,171 @@
+"""Response tokens and evidence documents, verified the way a client does."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+
+import pytest
+
+from gateway.attestation.providers import SimulatedProvider
+from gateway.attestation.service import AttestationService
+from gateway.attestation.token import ResponseFacts
+from gateway.attestation.verifier import (
+    SimulatedEvidenceWarning,
+    VerificationError,
+    VerificationPolicy,
+    VerifiedGateway,
+    verify_evidence,
+    verify_token,
+)
+
+NONCE = b"\x01" * 32
+DEV = VerificationPolicy(allow_simulated=True)
+
+
+@pytest.fixture(scope="module")
+def service() -> AttestationService:
+    return AttestationService(
+        SimulatedProvider("c0de" * 16),
+        tls_spki_sha256="ab" * 32,
+        issuer="test-gateway",
+        token_ttl_s=60,
+        store_ttl_s=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def gateway(service: AttestationService) -> VerifiedGateway:
+    with pytest.warns(SimulatedEvidenceWarning):
+        return verify_evidence(service.evidence_document(NONCE.hex()), NONCE, DEV)
+
+
+def facts(
+    body: bytes, *, nonce: str | None = "n0nce-123", jti: str = "chatcmpl-1"
+) -> ResponseFacts:
+    return ResponseFacts(
+        jti=jti,
+        request_sha256=hashlib.sha256(b"request").hexdigest(),
+        response_sha256=hashlib.sha256(body).hexdigest(),
+        status=200,
+        nonce=nonce,
+        model={"name": "m", "weights_sha256": "f" * 64},
+        pii={"policy_digest": "d" * 64, "counts": {"PERSON": 1}},
+        upstream={"name": "m/local-0.0", "kind": "local", "in_guest": True},
+    )
+
+
+def check(token: str, gateway: VerifiedGateway, body: bytes, **kwargs: object) -> dict:
+    return verify_token(
+        token,
+        gateway,
+        response_sha256=hashlib.sha256(body).hexdigest(),
+        request_body=b"request",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_token_verifies_and_carries_the_claims(
+    service: AttestationService, gateway: VerifiedGateway
+) -> None:
+    token = service.sign(facts(b"answer"))
+    claims = check(token, gateway, b"answer", nonce="n0nce-123")
+    assert claims["tee"] == "simulated"
+    assert claims["jti"] == "chatcmpl-1" and claims["eat_nonce"] == "n0nce-123"
+    assert claims["pii"]["counts"] == {"PERSON": 1}
+    assert claims["upstream"]["in_guest"] is True
+    assert service.tokens.get("chatcmpl-1") == token
+
+
+def test_flipped_byte_in_the_response_fails(
+    service: AttestationService, gateway: VerifiedGateway
+) -> None:
+    token = service.sign(facts(b"answer"))
+    with pytest.raises(VerificationError, match="response bytes"):
+        check(token, gateway, b"answeR")
+
+
+def test_token_replayed_onto_another_response_fails(
+    service: AttestationService, gateway: VerifiedGateway
+) -> None:
+    first = service.sign(facts(b"first answer", nonce="nonce-aaaa"))
+    with pytest.raises(VerificationError):
+        check(first, gateway, b"second answer", nonce="nonce-bbbb")
+    with pytest.raises(VerificationError, match="nonce"):
+        check(first, gateway, b"first answer", nonce="nonce-bbbb")
+
+
+def test_tampered_signature_or_claims_fail(
+    service: AttestationService, gateway: VerifiedGateway
+) -> None:
+    header, payload, signature = service.sign(facts(b"x")).split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["pii"]["counts"] = {}
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(VerificationError, match="signature"):
+        check(f"{header}.{forged}.{signature}", gateway, b"x")
+
+
+def test_expired_token_fails(service: AttestationService, gateway: VerifiedGateway) -> None:
+    token = service.sign(facts(b"x"))
+    later = VerificationPolicy(now=lambda: time.time() + 3600)
+    with pytest.raises(VerificationError, match="expired"):
+        check(token, gateway, b"x", policy=later)
+
+
+def test_key_not_bound_in_the_evidence_fails(service: AttestationService) -> None:
+    document = service.evidence_document(NONCE.hex())
+    other = AttestationService(
+        SimulatedProvider("0" * 64),
+        tls_spki_sha256="ab" * 32,
+        issuer="x",
+        token_ttl_s=60,
+        store_ttl_s=60,
+    )
+    document["keyset"] = other.keyset.document()
+    document["keyset_digest"] = other.keyset_digest
+    with pytest.raises(VerificationError, match="does not bind"):
+        verify_evidence(document, NONCE, DEV)
+
+
+def test_wrong_nonce_in_the_evidence_fails(service: AttestationService) -> None:
+    document = service.evidence_document(NONCE.hex())
+    with pytest.raises(VerificationError, match="does not bind"):
+        verify_evidence(document, b"\x02" * 32, DEV)
+
+
+def test_simulated_evidence_needs_the_explicit_flag(service: AttestationService) -> None:
+    with pytest.raises(VerificationError, match="SIMULATED"):
+        verify_evidence(service.evidence_document(NONCE.hex()), NONCE, VerificationPolicy())
+
+
+def test_token_from_another_gateway_fails(gateway: VerifiedGateway) -> None:
+    other = AttestationService(
+        SimulatedProvider("0" * 64),
+        tls_spki_sha256="ab" * 32,
+        issuer="x",
+        token_ttl_s=60,
+        store_ttl_s=60,
+    )
+    with pytest.raises(VerificationError, match="attested key"):
+        check(other.sign(facts(b"x")), gateway, b"x")
+
+
+def test_expected_model_and_policy_are_enforced(
+    service: AttestationService, gateway: VerifiedGateway
+) -> None:
+    token = service.sign(facts(b"x"))
+    with pytest.raises(VerificationError, match="weights"):
+        check(token, gateway, b"x", policy=VerificationPolicy(expected_weights_sha256="0" * 64))
+    with pytest.raises(VerificationError, match="PII policy"):
+        check(token, gateway, b"x", policy=VerificationPolicy(expected_policy_digest="0" * 64))
+    check(
+        token,
+        gateway,
+        b"x",
+        policy=VerificationPolicy(
+            expected_weights_sha256="f" * 64, expected_policy_digest="d" * 64
+        ),
+    )
