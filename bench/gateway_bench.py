@@ -55,9 +55,9 @@ GATEWAY_VARIANTS = [
 _counter = iter(range(10**9))
 
 
-def body() -> dict[str, Any]:
+def body(model: str = "mock") -> dict[str, Any]:
     content = PROMPT.format(n=next(_counter))
-    return {"model": "mock", "messages": [{"role": "user", "content": content}]}
+    return {"model": model, "messages": [{"role": "user", "content": content}]}
 
 
 @dataclass
@@ -66,6 +66,7 @@ class Target:
     base: str
     key: str
     verify: str | bool = False
+    model: str = "mock"
 
 
 def ensure_litellm() -> Path | None:
@@ -95,17 +96,17 @@ def wait_http(url: str, verify: str | bool, timeout: float, headers: dict[str, s
     raise RuntimeError(f"{url} did not come up")
 
 
-async def one(client: httpx.AsyncClient, stream: bool) -> float:
+async def one(client: httpx.AsyncClient, stream: bool, model: str = "mock") -> float:
     started = time.perf_counter()
     if stream:
         async with client.stream(
-            "POST", "/v1/chat/completions", json={**body(), "stream": True}
+            "POST", "/v1/chat/completions", json={**body(model), "stream": True}
         ) as response:
             async for _ in response.aiter_bytes():
                 pass
             status = response.status_code
     else:
-        status = (await client.post("/v1/chat/completions", json=body())).status_code
+        status = (await client.post("/v1/chat/completions", json=body(model))).status_code
     if status != 200:
         raise RuntimeError(f"HTTP {status}")
     return time.perf_counter() - started
@@ -127,11 +128,11 @@ async def sequential(targets: list[Target], n: int, stream: bool) -> dict[str, l
     try:
         for t in targets:
             for _ in range(20):
-                await one(clients[t.name], stream)
+                await one(clients[t.name], stream, t.model)
         for i in range(n):
             order = targets[i % len(targets) :] + targets[: i % len(targets)]
             for t in order:
-                samples[t.name].append(await one(clients[t.name], stream))
+                samples[t.name].append(await one(clients[t.name], stream, t.model))
     finally:
         for client in clients.values():
             await client.aclose()
@@ -146,13 +147,13 @@ async def throughput(
     stop_at = time.perf_counter() + duration
     async with client_for(target, concurrency) as client:
         for _ in range(10):
-            await one(client, stream)
+            await one(client, stream, target.model)
 
         async def worker() -> None:
             nonlocal done, errors
             while time.perf_counter() < stop_at:
                 try:
-                    await one(client, stream)
+                    await one(client, stream, target.model)
                     done += 1
                 except Exception:
                     errors += 1

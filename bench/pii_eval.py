@@ -28,7 +28,14 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.pii.detector import Finding, PIIDetector, ner_available  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "pii" / "eval-synthetic.jsonl"
+DEFAULT_DATA = next(
+    (
+        base / "pii" / "eval-synthetic.jsonl"
+        for base in (ROOT.parent / "shared" / "data", Path("/work/shared/data"))
+        if (base / "pii" / "eval-synthetic.jsonl").exists()
+    ),
+    ROOT.parent / "shared" / "data" / "pii" / "eval-synthetic.jsonl",
+)
 STRUCTURED = ["EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS"]
 # Detector type -> the gold label it is meant to find, for per-type precision.
 TYPE_TO_LABEL = {

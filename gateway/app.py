@@ -283,7 +283,12 @@ class GatewayApp:
             model=model,
             pii=exchange.notes.get("pii") if exchange else None,
             upstream=(
-                {"name": routed.upstream, "kind": routed.kind, "in_guest": routed.in_guest}
+                {
+                    "name": routed.upstream,
+                    "kind": routed.kind,
+                    "in_guest": routed.in_guest,
+                    "provider": routed.provider,
+                }
                 if routed
                 else None
             ),

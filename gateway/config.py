@@ -34,6 +34,17 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def https_unless_loopback(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError(
+            f"plain http is only allowed to a loopback host, not {parts.hostname!r}; use https"
+        )
+    return value.rstrip("/")
+
+
 class ListenerConfig(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8443
@@ -120,17 +131,42 @@ class RemoteDeployment(_Section):
     @field_validator("base_url")
     @classmethod
     def _https_unless_loopback(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
-        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        return https_unless_loopback(value)
+
+
+class LiteLLMDeployment(_Section):
+    """An external provider through litellm; it only ever sees tokenized requests."""
+
+    kind: Literal["litellm"]
+    # litellm's model string: "openai/gpt-4o-mini", "azure/<deployment>",
+    # "anthropic/claude-...", "bedrock/...", or "openai/<name>" with api_base for any
+    # OpenAI-compatible server.
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    # Provider-specific settings passed through, e.g. {api_version: "2024-10-21"} for Azure.
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("model")
+    @classmethod
+    def _provider_prefixed(cls, value: str) -> str:
+        provider, _, name = value.partition("/")
+        if not provider or not name:
             raise ValueError(
-                f"plain http is only allowed to a loopback host, not {parts.hostname!r}; use https"
+                f"must be litellm's 'provider/model' form (e.g. openai/gpt-4o-mini), got {value!r}"
             )
-        return value.rstrip("/")
+        return value
+
+    @field_validator("api_base")
+    @classmethod
+    def _api_base_https(cls, value: str | None) -> str | None:
+        return None if value is None else https_unless_loopback(value)
 
 
-Deployment = Annotated[LocalDeployment | RemoteDeployment, Field(discriminator="kind")]
+Deployment = Annotated[
+    LocalDeployment | RemoteDeployment | LiteLLMDeployment, Field(discriminator="kind")
+]
 
 
 class RoutePIIPolicy(_Section):
@@ -277,7 +313,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in {"local", "remote"}:  # discriminated-union branch label
+        elif part in {"local", "remote", "litellm"}:  # discriminated-union branch label
             continue
         else:
             out += f".{part}" if out else str(part)

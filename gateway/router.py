@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import RoutingConfig
-from gateway.upstream import OpenAIUpstream, UpstreamError
+from gateway.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("gateway.router")
 
@@ -29,10 +29,11 @@ log = logging.getLogger("gateway.router")
 class Member:
     """One upstream inside a group, with the router's view of its health."""
 
-    upstream: OpenAIUpstream
+    upstream: Upstream
     is_ready: Callable[[], bool] = lambda: True
-    kind: str = "remote"
+    kind: str = "remote"  # "local" | "remote" | "external"
     in_guest: bool = False
+    provider: str | None = None
     weights_sha256: Callable[[], str | None] = lambda: None
     outstanding: int = 0
     consecutive_failures: int = 0
@@ -86,10 +87,18 @@ class Routed:
     kind: str
     in_guest: bool
     weights_sha256: str | None
+    provider: str | None = None
 
     @classmethod
     def of(cls, group: Group, member: Member) -> Routed:
-        return cls(group.name, member.name, member.kind, member.in_guest, member.weights_sha256())
+        return cls(
+            group.name,
+            member.name,
+            member.kind,
+            member.in_guest,
+            member.weights_sha256(),
+            member.provider,
+        )
 
 
 class Router:

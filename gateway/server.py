@@ -25,7 +25,7 @@ from gateway.app import GatewayApp
 from gateway.attestation.providers import AttestationUnavailable, select_provider
 from gateway.attestation.service import AttestationService
 from gateway.auth import APIKeyStore
-from gateway.config import GatewayConfig, LocalDeployment, RemoteDeployment
+from gateway.config import GatewayConfig, LiteLLMDeployment, LocalDeployment, RemoteDeployment
 from gateway.engines import EngineProcess, EngineStartError, engine_command
 from gateway.pii.detector import DetectionError, PIIDetector, ner_available
 from gateway.pii.stage import PIIStage, RoutePolicy
@@ -48,6 +48,15 @@ class StartupError(Exception):
 class Topology:
     groups: dict[str, Group]
     engines: list[EngineProcess]
+
+
+def _secret_from_env(name: str | None, where: str) -> str | None:
+    if name is None:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        raise StartupError(f"{where}.api_key_env: environment variable {name} is not set")
+    return value
 
 
 def _readiness(engine: EngineProcess) -> Callable[[], bool]:
@@ -111,6 +120,28 @@ def build_topology(config: GatewayConfig) -> Topology:
                             weights_sha256=_weights(engine),
                         )
                     )
+            elif isinstance(deployment, LiteLLMDeployment):
+                from gateway.litellm_upstream import LiteLLMUpstream, provider_of
+
+                provider = provider_of(deployment.model)
+                members.append(
+                    Member(
+                        LiteLLMUpstream(
+                            f"{model.name}/{provider}-{index}",
+                            model=deployment.model,
+                            served_model=model.name,
+                            api_base=deployment.api_base,
+                            api_key=_secret_from_env(
+                                deployment.api_key_env, f"models[{model.name}].deployments[{index}]"
+                            ),
+                            timeout_s=deployment.timeout_s,
+                            params=dict(deployment.params),
+                        ),
+                        kind="external",
+                        in_guest=False,
+                        provider=provider,
+                    )
+                )
             else:
                 api_key = None
                 if deployment.api_key_env is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.attestation.service import AttestationService
-from gateway.config import GatewayConfig, LocalDeployment
+from gateway.config import GatewayConfig, LiteLLMDeployment, LocalDeployment
 from gateway.engines import EngineProcess
 from gateway.pii.stage import PIIStage
 from gateway.tls import TLSIdentity
@@ -68,6 +68,12 @@ def startup_summary(
                         f"    local engine pid {engine.pid}, {deployment.slots} slots x "
                         f"{deployment.ctx_per_slot} tokens, weights {weights}"
                     )
+            elif isinstance(deployment, LiteLLMDeployment):
+                lines.append(
+                    f"    external provider via litellm: {deployment.model}"
+                    + (f" at {deployment.api_base}" if deployment.api_base else "")
+                    + " (outside this guest; receives tokenized prompts)"
+                )
             else:
                 lines.append(
                     f"    remote {deployment.base_url} (model {deployment.model or model.name})"

@@ -16,10 +16,27 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
 
 import httpx
+
+
+class Upstream(Protocol):
+    """What the router holds. ``model`` is the id this upstream expects in requests."""
+
+    name: str
+    model: str
+
+    async def complete(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]: ...
+
+    def stream(
+        self, body: dict[str, Any], *, request_id: str
+    ) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]: ...
+
+    async def probe(self) -> bool: ...
+
+    async def close(self) -> None: ...
 
 
 class UpstreamError(Exception):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +15,9 @@ from gateway.attestation.quotes import (
 )
 from gateway.attestation.snp_verify import SnpVerificationError, verify_snp_report
 from gateway.attestation.tdx_verify import TdxVerificationError, verify_tdx_quote
+from tests.support.shared_data import shared_data
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "attestation"
+DATA = shared_data("attestation")
 EXPECTED = json.loads((DATA / "expected.json").read_text())
 
 

@@ -16,8 +16,9 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import CaptureUpstream
 from tests.gateway.conftest import KEY, RunningGateway, start_gateway, stop_gateway
-from tests.pii.conftest import CaptureUpstream, pii_gateway_config
+from tests.pii.conftest import pii_gateway_config
 
 PRIVATE_KEY = (
     "-----BEGIN PRIVATE KEY-----\n"

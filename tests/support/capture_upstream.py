@@ -8,7 +8,8 @@ non-streamed as one message, streamed one character per SSE event. Chunks delibe
 ``id`` and ``role`` (some providers do), and the stream sends no ``finish_reason``.
 A request whose last user message starts with ``CALL_TOOL`` is answered with a tool call
 whose arguments are ``{"text": <the message>}``; one starting with ``INTRODUCE`` is echoed
-after an e-mail address of the upstream's own, ``intruder@example.net``.
+after an e-mail address of the upstream's own, ``intruder@example.net``; one starting with
+``please-reject`` gets a 400 in OpenAI's error shape.
 """
 
 from __future__ import annotations
@@ -60,6 +61,23 @@ def make_app(record: Path) -> Any:
             return
         body = json.loads(raw or b"{}")
         text = last_user_text(body)
+        if text.startswith("please-reject"):
+            await _respond(
+                send,
+                400,
+                b"application/json",
+                json.dumps(
+                    {
+                        "error": {
+                            "message": "This request is not acceptable to the provider.",
+                            "type": "invalid_request_error",
+                            "param": None,
+                            "code": "bad_request",
+                        }
+                    }
+                ).encode(),
+            )
+            return
         if text.startswith("INTRODUCE"):
             text = "Ask intruder@example.net. " + text
         if text.startswith("CALL_TOOL"):
