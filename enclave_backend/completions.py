@@ -216,6 +216,7 @@ class ChatCompletions:
         choices = []
         completion_tokens = 0
         cached = 0
+        engine = _engine_info([finished for _, finished in results])
         for index, (text, finished) in enumerate(results):
             completion_tokens += finished.completion_tokens
             cached = max(cached, finished.cached_tokens)
@@ -235,6 +236,7 @@ class ChatCompletions:
             "system_fingerprint": self.fingerprint,
             "choices": choices,
             "usage": _usage(submission.prompt_tokens, completion_tokens, cached),
+            "x_engine": engine,
         }
 
     async def stream(
@@ -263,6 +265,7 @@ class ChatCompletions:
             yield chunk(index, {"role": "assistant", "content": ""}, None)
         completion_tokens = 0
         cached = 0
+        finished: list[Finished] = []
         async for index, event in _merge(submission.handles):
             if isinstance(event, TextDelta):
                 yield chunk(index, {"content": event.text}, None)
@@ -270,12 +273,14 @@ class ChatCompletions:
                 assert isinstance(event, Finished)
                 completion_tokens += event.completion_tokens
                 cached = max(cached, event.cached_tokens)
+                finished.append(event)
                 yield chunk(index, {}, event.finish_reason)
         if include_usage:
             yield {
                 **base,
                 "choices": [],
                 "usage": _usage(submission.prompt_tokens, completion_tokens, cached),
+                "x_engine": _engine_info(finished),
             }
 
 
@@ -297,6 +302,14 @@ def _grammar_for(request: ChatCompletionRequest) -> str | None:
             param="response_format.json_schema.schema",
             code="invalid_value",
         ) from None
+
+
+def _engine_info(finished: list[Finished]) -> dict[str, Any]:
+    """Scheduling facts for the caller's telemetry (an extension field, not OpenAI's)."""
+    return {
+        "queue_ms": round(max((f.queue_seconds for f in finished), default=0.0) * 1000, 3),
+        "slots": sorted({f.slot for f in finished}),
+    }
 
 
 def _usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:

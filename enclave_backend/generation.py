@@ -28,6 +28,7 @@ class Finished:
     completion_tokens: int
     cached_tokens: int
     queue_seconds: float
+    slot: int
 
 
 @dataclass(frozen=True)

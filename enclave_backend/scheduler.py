@@ -326,6 +326,7 @@ class SlotScheduler:
                 completion_tokens=slot.generated,
                 cached_tokens=slot.reused,
                 queue_seconds=slot.queue_seconds,
+                slot=slot.seq_id,
             ),
         )
 

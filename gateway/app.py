@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -46,6 +51,7 @@ from gateway.protocol import ChatCompletionRequest
 from gateway.ratelimit import RateLimiter
 from gateway.request_id import RequestIdMiddleware, request_id_of
 from gateway.router import NoUpstream, Router
+from gateway.telemetry import GatewayMetrics, genai_attributes, tracer
 from gateway.upstream import UpstreamError
 
 log = logging.getLogger("gateway.app")
@@ -101,6 +107,9 @@ class _Signing:
     model: str | None = None
     jti: str | None = None
     exchange: ChatExchange | None = None
+    started: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    span: Span | None = None
 
 
 def _client_nonce(request: Request) -> str | None:
@@ -168,8 +177,12 @@ class GatewayApp:
         max_body_bytes: int,
         version: str,
         attestation: AttestationService,
+        metrics: GatewayMetrics,
+        metrics_key_sha256: str | None = None,
     ) -> None:
         self._attestation = attestation
+        self._metrics = metrics
+        self._metrics_key = bytes.fromhex(metrics_key_sha256) if metrics_key_sha256 else None
         self._keys = keys
         self._limiter = limiter
         self._router = router
@@ -188,6 +201,7 @@ class GatewayApp:
                 Route("/v1/attestation", self.attestation_evidence, methods=["GET"]),
                 Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
                 Route("/v1/attestations/{completion_id}", self.stored_token, methods=["GET"]),
+                Route("/metrics", self.prometheus, methods=["GET"]),
             ],
             middleware=[Middleware(RequestIdMiddleware)],
             exception_handlers={
@@ -219,11 +233,17 @@ class GatewayApp:
     async def chat_completions(self, request: Request) -> Response:
         """Every answer here, error or not, carries a signed token over the exact bytes."""
         signing = _Signing(request_id=request_id_of(request.scope))
+        signing.span = tracer.start_span("chat", kind=SpanKind.SERVER)
+        with trace.use_span(signing.span, end_on_exit=False):
+            return await self._chat(request, signing)
+
+    async def _chat(self, request: Request, signing: _Signing) -> Response:
         try:
             signing.nonce = _client_nonce(request)
             body = await self._read_body(request)
             signing.request_sha256 = sha256_hex(body)
-            key = self._keys.authenticate(request.headers.get("authorization"))
+            with tracer.start_as_current_span("auth"):
+                key = self._keys.authenticate(request.headers.get("authorization"))
             try:
                 chat = ChatCompletionRequest.model_validate_json(body)
             except ValidationError as exc:
@@ -248,23 +268,82 @@ class GatewayApp:
             except (UpstreamError, NoUpstream) as exc:
                 raise upstream_error(exc) from None
             if not finished or completion is None:
+                self._finish(signing, 499)
                 return Response(status_code=499)
             payload = _json_bytes(completion)
             signing.jti = str(completion.get("id") or signing.request_id)
-            return Response(
-                payload,
-                media_type="application/json",
-                headers={TOKEN_HEADER: self._sign(signing, 200, sha256_hex(payload))},
-            )
+            token = self._sign(signing, 200, sha256_hex(payload))
+            self._finish(signing, 200)
+            return Response(payload, media_type="application/json", headers={TOKEN_HEADER: token})
         except GatewayError as error:
             payload = _json_bytes(error.body())
             token = self._sign(signing, error.status, sha256_hex(payload))
             headers = {**error.headers, TOKEN_HEADER: token}
+            self._finish(signing, error.status, error.code)
             return Response(
                 payload, status_code=error.status, media_type="application/json", headers=headers
             )
 
+    def _finish(self, signing: _Signing, status: int, error_code: str | None = None) -> None:
+        """Close the request's span and count it: names, numbers and types only."""
+        exchange = signing.exchange
+        notes = exchange.notes if exchange else {}
+        model = signing.model or "unknown"
+        usage = notes.get("usage")
+        pii = notes.get("pii") or {}
+        span = signing.span
+        if span is not None:
+            span.set_attributes(genai_attributes(model, usage, notes.get("finish_reasons") or ()))
+            span.set_attribute("http.response.status_code", status)
+            span.set_attribute("gateway.request_id", signing.request_id)
+            if error_code:
+                span.set_attribute("gateway.error_code", error_code)
+            if signing.first_token_at is not None:
+                span.set_attribute(
+                    "gateway.ttft_ms", round((signing.first_token_at - signing.started) * 1000, 3)
+                )
+            engine = notes.get("engine") or {}
+            if engine:
+                span.set_attribute("gateway.engine.queue_ms", float(engine.get("queue_ms", 0)))
+                span.set_attribute("gateway.engine.slots", list(engine.get("slots", [])))
+            if exchange is not None and exchange.routed is not None:
+                span.set_attribute("gateway.upstream", exchange.routed.upstream)
+                span.set_attribute("gateway.upstream.in_guest", exchange.routed.in_guest)
+            for entity, count in (pii.get("counts") or {}).items():
+                span.set_attribute(f"gateway.pii.{entity}", count)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            span.end()
+            signing.span = None
+        log.info(
+            "chat request finished",
+            extra={
+                "fields": {
+                    "model": model,
+                    "status": status,
+                    "error_code": error_code,
+                    "duration_ms": round((time.monotonic() - signing.started) * 1000, 3),
+                    "prompt_tokens": (usage or {}).get("prompt_tokens"),
+                    "completion_tokens": (usage or {}).get("completion_tokens"),
+                    "upstream": exchange.routed.upstream if exchange and exchange.routed else None,
+                    "pii_counts": pii.get("counts"),
+                }
+            },
+        )
+        self._metrics.observe_request(
+            model=model,
+            status=status,
+            started=signing.started,
+            usage=usage,
+            first_token_at=signing.first_token_at,
+            pii_counts=pii.get("counts"),
+        )
+
     def _sign(self, signing: _Signing, status: int, response_sha256: str) -> str:
+        with tracer.start_as_current_span("sign"):
+            return self._sign_now(signing, status, response_sha256)
+
+    def _sign_now(self, signing: _Signing, status: int, response_sha256: str) -> str:
         exchange = signing.exchange
         routed = exchange.routed if exchange else None
         model = None
@@ -327,6 +406,10 @@ class GatewayApp:
                 if not chunk.get("choices") and chunk.get("usage"):
                     carrier = chunk
                     continue
+                if signing.first_token_at is None and any(
+                    (c.get("delta") or {}).get("content") for c in chunk.get("choices") or ()
+                ):
+                    signing.first_token_at = time.monotonic()
                 event = sse_event(chunk)
                 digest.update(event)
                 yield event
@@ -347,6 +430,7 @@ class GatewayApp:
             }
         signing.jti = str(carrier.get("id") or signing.request_id)
         carrier["attestation_token"] = self._sign(signing, 200, digest.hexdigest())
+        self._finish(signing, 502 if failed else 200, "upstream_failed" if failed else None)
         yield sse_event(carrier)
         if not failed:
             yield SSE_DONE
@@ -395,6 +479,19 @@ class GatewayApp:
                 )
             )
         return JSONResponse(document)
+
+    async def prometheus(self, request: Request) -> Response:
+        presented = request.headers.get("authorization", "").partition(" ")[2].strip()
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        if self._metrics_key is None or not hmac.compare_digest(digest, self._metrics_key):
+            return error_response(
+                GatewayError(
+                    401 if self._metrics_key else 404,
+                    "Metrics need the metrics key." if self._metrics_key else "Unknown route.",
+                    code="invalid_api_key" if self._metrics_key else None,
+                )
+            )
+        return Response(generate_latest(self._metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def jwks(self, _: Request) -> Response:
         return JSONResponse(self._attestation.jwks())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import os
 import secrets
 import sys
@@ -12,21 +11,16 @@ from pathlib import Path
 
 from gateway.auth import hash_key
 from gateway.config import ConfigError, load_config
+from gateway.telemetry import configure_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every request URL at INFO: noise, and not what an operator needs to see.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"confidential-gateway: {exc}", file=sys.stderr)
         return 2
+    configure_logging(args.log_level, config.telemetry.log_format)
     from gateway.server import run
 
     return run(config, config_path=args.config)

@@ -245,8 +245,30 @@ class AttestationConfig(_Section):
     store_ttl_s: Annotated[float, Field(gt=0)] = 600.0
 
 
-class FutureSection(_Section):
-    """A section a later release fills; it accepts no keys yet, so nothing is silently ignored."""
+class TelemetryConfig(_Section):
+    """Traces, metrics and logs; none of them ever carries prompt or completion text."""
+
+    log_format: Literal["json", "text"] = "json"
+    # none: no spans are exported; console: JSON spans on stdout (or console_file);
+    # otlp: OTLP/HTTP to otlp_endpoint (e.g. http://otel-collector:4318).
+    traces: Literal["none", "console", "otlp"] = "none"
+    otlp_endpoint: str | None = None
+    console_file: Path | None = None
+    export_interval_ms: Annotated[int, Field(ge=10)] = 2000
+    service_name: str = "confidential-gateway"
+    # Prometheus scrape endpoint on a listener of its own (plain HTTP), when a port is set.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    # And/or /metrics on the main listener, for callers with this key (its SHA-256).
+    metrics_key_sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _otlp_needs_endpoint(self) -> TelemetryConfig:
+        if self.traces == "otlp" and not self.otlp_endpoint:
+            raise ValueError("traces: otlp needs otlp_endpoint")
+        if self.metrics_key_sha256 is not None and not SHA256_HEX.match(self.metrics_key_sha256):
+            raise ValueError("metrics_key_sha256 must be a hex SHA-256 (64 characters)")
+        return self
 
 
 class GatewayConfig(_Section):
@@ -259,7 +281,7 @@ class GatewayConfig(_Section):
     run_dir: Path = Path(".run")
     pii: PIIDetectionConfig = Field(default_factory=PIIDetectionConfig)
     attestation: AttestationConfig = Field(default_factory=AttestationConfig)
-    telemetry: FutureSection = Field(default_factory=FutureSection)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:

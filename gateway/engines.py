@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -201,6 +202,19 @@ class EngineProcess:
         if process is not None and process.returncode is None:
             process.kill()
             await process.wait()
+
+    async def health(self) -> dict[str, Any] | None:
+        """The engine's /health document, or None while it is down."""
+        if not self.ready:
+            return None
+        transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://engine") as client:
+                response = await client.get("/health", timeout=2.0)
+                result: dict[str, Any] = response.json()
+                return result
+        except (httpx.HTTPError, ValueError):
+            return None
 
     def log_tail(self, lines: int = 20) -> str:
         try:

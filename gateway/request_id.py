@@ -8,6 +8,8 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.telemetry import request_id_var
+
 # Strict on purpose: the id is echoed into headers and logs, so no CR/LF or odd bytes.
 WELL_FORMED = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 HEADER = "x-request-id"
@@ -36,10 +38,14 @@ class RequestIdMiddleware:
                 break
         request_id = sent if sent is not None and WELL_FORMED.match(sent) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 MutableHeaders(scope=message)[HEADER] = request_id
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)

@@ -102,9 +102,15 @@ class Routed:
 
 
 class Router:
-    def __init__(self, groups: dict[str, Group], config: RoutingConfig) -> None:
+    def __init__(
+        self,
+        groups: dict[str, Group],
+        config: RoutingConfig,
+        on_failure: Callable[[str], None] = lambda _: None,
+    ) -> None:
         self._groups = groups
         self._config = config
+        self._on_failure = on_failure
         self._prober: asyncio.Task[None] | None = None
 
     @property
@@ -132,6 +138,7 @@ class Router:
         return plan
 
     def _failed(self, member: Member, error: UpstreamError) -> None:
+        self._on_failure(member.name)
         member.consecutive_failures += 1
         log.warning("upstream %s failed: %s", member.name, error)
         if member.consecutive_failures >= self._config.failure_threshold:

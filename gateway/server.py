@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from prometheus_client import start_http_server
 
 from gateway import __version__
 from gateway.app import GatewayApp
@@ -33,6 +34,7 @@ from gateway.pipeline import ChatPipeline
 from gateway.ratelimit import RateLimiter
 from gateway.router import Group, Member, Router
 from gateway.summary import startup_summary
+from gateway.telemetry import GatewayMetrics, configure_tracing
 from gateway.tls import TLSIdentity, TLSSetupError, load_identity
 from gateway.upstream import OpenAIUpstream
 from gateway.usage import UsageAccounting
@@ -204,6 +206,25 @@ def build_pii_stage(config: GatewayConfig) -> PIIStage:
     return PIIStage(detector, policies, config.pii)
 
 
+ENGINE_POLL_S = 2.0
+
+
+async def _poll_engines(engines: list[EngineProcess], metrics: GatewayMetrics) -> None:
+    """Keep the engines' slot and queue figures fresh for the metrics endpoint."""
+    while True:
+        for engine in engines:
+            stats = {"restarts": float(engine.restarts)}
+            health = await engine.health()
+            if health is not None:
+                stats |= {
+                    "busy": float(health["slots"]["busy"]),
+                    "total": float(health["slots"]["total"]),
+                    "queue": float(health["queue"]["depth"]),
+                }
+            metrics.engines.stats[engine.name] = stats
+        await asyncio.sleep(ENGINE_POLL_S)
+
+
 async def _start_engines(engines: list[EngineProcess]) -> None:
     results = await asyncio.gather(*(e.start() for e in engines), return_exceptions=True)
     failures = [r for r in results if isinstance(r, BaseException)]
@@ -229,7 +250,25 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
     topology = build_topology(config)
     await _start_engines(topology.engines)
     limiter = RateLimiter()
-    router = Router(topology.groups, config.routing)
+    metrics = GatewayMetrics()
+    tracing = configure_tracing(
+        exporter=config.telemetry.traces,
+        service_name=config.telemetry.service_name,
+        otlp_endpoint=config.telemetry.otlp_endpoint,
+        console_file=config.telemetry.console_file,
+        export_interval_ms=config.telemetry.export_interval_ms,
+    )
+    if config.telemetry.metrics_port is not None:
+        start_http_server(
+            config.telemetry.metrics_port,
+            addr=config.telemetry.metrics_host,
+            registry=metrics.registry,
+        )
+    router = Router(
+        topology.groups,
+        config.routing,
+        on_failure=lambda name: metrics.upstream_errors.labels(name).inc(),
+    )
     pipeline = ChatPipeline(router, [pii, UsageAccounting(limiter)])
 
     @asynccontextmanager
@@ -237,11 +276,15 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         # uvicorn runs this shutdown after draining in-flight requests, and before it
         # re-raises the signal that stopped it, so engines always get a clean stop.
         router.start_probing()
+        poller = asyncio.create_task(_poll_engines(topology.engines, metrics))
         try:
             yield
         finally:
+            poller.cancel()
             await router.close()
             await asyncio.gather(*(e.stop() for e in topology.engines))
+            if tracing is not None:
+                tracing.shutdown()
 
     app = GatewayApp(
         keys=APIKeyStore(config.api_keys),
@@ -251,6 +294,8 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         max_body_bytes=config.listener.max_body_bytes,
         version=__version__,
         attestation=attestation,
+        metrics=metrics,
+        metrics_key_sha256=config.telemetry.metrics_key_sha256,
     ).build(lifespan)
     context = identity.context if identity else None
     listener = uvicorn.Config(
@@ -260,6 +305,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         # Our hardened context, built around a key that never touched the disk.
         ssl_context_factory=(lambda _config, _default: context) if context else None,
         log_level="warning",
+        log_config=None,  # our JSON logging, configured at start-up, stays in charge
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=int(config.listener.graceful_shutdown_s),

@@ -23,6 +23,8 @@ def total_tokens(usage: Any) -> int:
 
 
 class UsageAccounting:
+    name = "usage"
+
     def __init__(self, limiter: RateLimiter) -> None:
         self._limiter = limiter
 
@@ -33,6 +35,10 @@ class UsageAccounting:
             exchange.upstream_body["stream_options"] = options
 
     async def on_completion(self, exchange: ChatExchange, completion: Chunk) -> Chunk:
+        exchange.notes["engine"] = completion.pop("x_engine", None)
+        exchange.notes["finish_reasons"] = [
+            c.get("finish_reason") for c in completion.get("choices") or ()
+        ]
         usage = completion.get("usage")
         exchange.notes["usage"] = usage
         self._limiter.charge(exchange.key, total_tokens(usage))
@@ -43,7 +49,14 @@ class UsageAccounting:
     ) -> AsyncIterator[Chunk]:
         options = exchange.request.stream_options
         client_wants_usage = options is not None and options.include_usage
+        reasons: list[str] = exchange.notes.setdefault("finish_reasons", [])
         async for chunk in chunks:
+            engine = chunk.pop("x_engine", None)
+            if engine is not None:
+                exchange.notes["engine"] = engine
+            for choice in chunk.get("choices") or ():
+                if choice.get("finish_reason"):
+                    reasons.append(choice["finish_reason"])
             usage = chunk.get("usage")
             if usage:
                 exchange.notes["usage"] = usage

@@ -127,6 +127,8 @@ def _literal_findings(text: str) -> list[Finding]:
 
 
 class PIIStage:
+    name = "pii"
+
     def __init__(
         self,
         detector: PIIDetector,

@@ -1,0 +1,210 @@
+"""Traces, metrics and logs that never carry prompt or completion text.
+
+Traces: OpenTelemetry, one server span per request with a child span per pipeline stage and
+GenAI semantic-convention attributes; exported over OTLP/HTTP when configured, to the
+console (or a file) in development, else not at all. Metrics: Prometheus, in a registry of
+their own, served on a separate listener and/or at ``/metrics`` behind a key. Logs: JSON
+lines with the request id.
+
+What may be recorded: model names, token counts, durations, statuses, per-type PII counts,
+upstream names, engine slots. What never is: message content, completions, tool arguments,
+PII values, API keys. Exceptions are logged by type and frame, not by message (a message can
+quote request data).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+)
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+tracer = trace.get_tracer("confidential-gateway")
+
+
+# -- logs --------------------------------------------------------------------------------
+class JsonLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = request_id_var.get()
+        if request_id:
+            entry["request_id"] = request_id
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exception"] = record.exc_info[0].__name__
+            entry["frames"] = [
+                f"{frame.filename}:{frame.lineno}:{frame.name}"
+                for frame in traceback.extract_tb(record.exc_info[2])[-8:]
+            ]
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str, fmt: str, stream: IO[str] = sys.stderr) -> None:
+    handler = logging.StreamHandler(stream)
+    if fmt == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # httpx logs every request URL at INFO: noise, and not what an operator needs to see.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+# -- traces ------------------------------------------------------------------------------
+def configure_tracing(
+    *,
+    exporter: str,
+    service_name: str,
+    otlp_endpoint: str | None,
+    console_file: Path | None,
+    export_interval_ms: int,
+) -> TracerProvider | None:
+    if exporter == "none":
+        return None
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        assert otlp_endpoint is not None
+        provider.add_span_processor(
+            BatchSpanProcessor(
+                OTLPSpanExporter(endpoint=otlp_endpoint.rstrip("/") + "/v1/traces"),
+                schedule_delay_millis=export_interval_ms,
+            )
+        )
+    else:
+        out = console_file.open("a") if console_file else sys.stdout
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=out)))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def genai_attributes(model: str, usage: Any, finish_reasons: Iterable[str]) -> dict[str, Any]:
+    """GenAI semantic-convention attributes for a finished chat request."""
+    attributes: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
+    if isinstance(usage, dict):
+        attributes["gen_ai.usage.input_tokens"] = int(usage.get("prompt_tokens") or 0)
+        attributes["gen_ai.usage.output_tokens"] = int(usage.get("completion_tokens") or 0)
+    reasons = [r for r in finish_reasons if r]
+    if reasons:
+        attributes["gen_ai.response.finish_reasons"] = reasons
+    return attributes
+
+
+# -- metrics -----------------------------------------------------------------------------
+class EngineStatsCollector(Collector):
+    """Engine slots, queue depth and restarts, from the gateway's latest engine polls."""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, dict[str, float]] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        busy = GaugeMetricFamily(
+            "gateway_engine_slots_busy", "Engine slots generating", labels=["engine"]
+        )
+        total = GaugeMetricFamily(
+            "gateway_engine_slots", "Engine slots in total", labels=["engine"]
+        )
+        queue = GaugeMetricFamily(
+            "gateway_engine_queue_depth", "Requests waiting for a slot", labels=["engine"]
+        )
+        restarts = GaugeMetricFamily(
+            "gateway_engine_restarts", "Engine restarts since start", labels=["engine"]
+        )
+        for engine, values in sorted(self.stats.items()):
+            busy.add_metric([engine], values.get("busy", 0))
+            total.add_metric([engine], values.get("total", 0))
+            queue.add_metric([engine], values.get("queue", 0))
+            restarts.add_metric([engine], values.get("restarts", 0))
+        yield from (busy, total, queue, restarts)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests", "Chat requests", ["model", "status"], registry=r
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Chat request duration",
+            ["model"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.ttft = Histogram(
+            "gateway_time_to_first_token_seconds",
+            "Time to the first streamed token",
+            ["model"],
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.tokens = Counter("gateway_tokens", "Tokens processed", ["model", "kind"], registry=r)
+        self.decode_rate = Histogram(
+            "gateway_output_tokens_per_second",
+            "Per-request output token rate",
+            ["model"],
+            registry=r,
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+        )
+        self.pii = Counter("gateway_pii_entities", "PII values tokenized", ["type"], registry=r)
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors", "Upstream failures", ["upstream"], registry=r
+        )
+        self.engines = EngineStatsCollector()
+        r.register(self.engines)
+
+    def observe_request(
+        self,
+        *,
+        model: str,
+        status: int,
+        started: float,
+        usage: Any,
+        first_token_at: float | None,
+        pii_counts: dict[str, int] | None,
+    ) -> None:
+        elapsed = time.monotonic() - started
+        self.requests.labels(model, str(status)).inc()
+        self.duration.labels(model).observe(elapsed)
+        if first_token_at is not None:
+            self.ttft.labels(model).observe(first_token_at - started)
+        if isinstance(usage, dict):
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            self.tokens.labels(model, "prompt").inc(prompt)
+            self.tokens.labels(model, "completion").inc(completion)
+            if completion and elapsed > 0:
+                self.decode_rate.labels(model).observe(completion / elapsed)
+        for entity, count in (pii_counts or {}).items():
+            self.pii.labels(entity).inc(count)
