@@ -85,7 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument(
         "--host", default="127.0.0.1", help="loopback address (default: %(default)s)"
     )
-    listen.add_argument("--port", type=int, help="TCP port on --host")
+    listen.add_argument("--port", type=int, help="TCP port on --host (plain HTTP, loopback only)")
+    listen.add_argument(
+        "--tls-port",
+        type=int,
+        help="serve HTTPS on --host:PORT with an in-memory key and /v1/attestation, for "
+        "gateways on other machines",
+    )
+    listen.add_argument(
+        "--tls-name",
+        action="append",
+        default=[],
+        help="DNS name or IP for the TLS certificate (repeatable; default: --host)",
+    )
+    listen.add_argument(
+        "--attestation",
+        choices=["auto", "tdx", "sev-snp", "simulated"],
+        default="auto",
+        help="evidence for the TLS key (with --tls-port); never falls back to simulated",
+    )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
@@ -93,10 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> EngineSettings:
-    if args.socket is None and args.port is None:
-        raise SystemExit("enclave-backend: give --socket PATH or --port N")
-    if args.socket is not None and args.port is not None:
-        raise SystemExit("enclave-backend: give either --socket or --port, not both")
+    listeners = [x for x in (args.socket, args.port, args.tls_port) if x is not None]
+    if len(listeners) != 1:
+        raise SystemExit("enclave-backend: give exactly one of --socket, --port or --tls-port")
     if args.port is not None:
         try:
             loopback = ipaddress.ip_address(args.host).is_loopback
@@ -104,8 +121,8 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
             loopback = False
         if not loopback:
             raise SystemExit(
-                f"enclave-backend: --host {args.host} is not a loopback address; the engine "
-                "serves plain HTTP and binds 127.0.0.1 or a Unix socket only"
+                f"enclave-backend: --host {args.host} is not a loopback address; plain HTTP "
+                "binds 127.0.0.1 only (use --tls-port to serve other machines)"
             )
     if args.queue < 0:
         raise SystemExit("enclave-backend: --queue must be 0 or more")
@@ -127,6 +144,9 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
         socket=args.socket,
         host=args.host,
         port=args.port,
+        tls_port=args.tls_port,
+        tls_names=args.tls_name or [args.host],
+        attestation=args.attestation,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ log = logging.getLogger("enclave_backend.http")
 T = TypeVar("T")
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+NONCE_HEX = re.compile(r"^[0-9a-fA-F]{16,128}$")
 
 
 def sse_event(payload: dict[str, Any]) -> bytes:
@@ -107,7 +109,9 @@ class EngineApp:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         on_ready: Callable[[], None] | None = None,
+        attestation: Callable[[str | None], dict[str, Any]] | None = None,
     ) -> None:
+        self._attestation = attestation
         self._completions = completions
         self._scheduler = scheduler
         self._max_body = max_body_bytes
@@ -129,6 +133,11 @@ class EngineApp:
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
+                *(
+                    [Route("/v1/attestation", self.attestation, methods=["GET"])]
+                    if self._attestation
+                    else []
+                ),
             ],
             exception_handlers={
                 APIError: _api_error,
@@ -167,6 +176,23 @@ class EngineApp:
             yield sse_event(generation_failed(exc).body())
         finally:
             submission.cancel()
+
+    async def attestation(self, request: Request) -> Response:
+        assert self._attestation is not None
+        nonce = request.query_params.get("nonce")
+        if nonce is not None and not NONCE_HEX.match(nonce):
+            raise invalid_request("nonce must be 16 to 128 hexadecimal characters.", param="nonce")
+        try:
+            document = await asyncio.to_thread(self._attestation, nonce)
+        except Exception as exc:  # the TEE interface failed; say so, do not guess
+            log.error("attestation evidence unavailable: %s", type(exc).__name__)
+            raise APIError(
+                503,
+                "Attestation evidence is unavailable.",
+                type="server_error",
+                code="attestation_unavailable",
+            ) from None
+        return JSONResponse(document)
 
     async def models(self, _: Request) -> Response:
         return JSONResponse(

@@ -15,6 +15,7 @@ from enclave_backend.completions import ChatCompletions
 from enclave_backend.http_app import EngineApp
 from enclave_backend.llama_runtime import LlamaLoadError, LlamaRuntime, RuntimeOptions
 from enclave_backend.model_file import ModelFileError, check_gguf, packaged_model_path, sha256_file
+from enclave_backend.remote_face import RemoteFace, RemoteFaceError
 from enclave_backend.requantize import requantize
 from enclave_backend.scheduler import SlotScheduler
 
@@ -40,9 +41,16 @@ class EngineSettings:
     socket: Path | None
     host: str
     port: int | None
+    tls_port: int | None = None
+    tls_names: tuple[str, ...] | list[str] = ()
+    attestation: str = "auto"
 
     def listen_address(self) -> str:
-        return f"unix:{self.socket}" if self.socket else f"http://{self.host}:{self.port}"
+        if self.socket:
+            return f"unix:{self.socket}"
+        if self.tls_port is not None:
+            return f"https://{self.host}:{self.tls_port}"
+        return f"http://{self.host}:{self.port}"
 
 
 @dataclass
@@ -123,12 +131,27 @@ def serve(settings: EngineSettings) -> int:
             flush=True,
         )
 
-    app = EngineApp(engine.completions, engine.scheduler, on_ready=announce).build()
+    remote = None
+    if settings.tls_port is not None:
+        try:
+            remote = RemoteFace.create(settings)
+        except RemoteFaceError as exc:
+            print(f"enclave-backend: cannot start: {exc}", file=sys.stderr)
+            engine.runtime.close()
+            return 2
+    app = EngineApp(
+        engine.completions,
+        engine.scheduler,
+        on_ready=announce,
+        attestation=remote.evidence_document if remote else None,
+    ).build()
+    context = remote.identity.context if remote else None
     config = uvicorn.Config(
         app,
         uds=str(settings.socket) if settings.socket else None,
         host=settings.host,
-        port=settings.port or 0,
+        port=settings.tls_port or settings.port or 0,
+        ssl_context_factory=(lambda _config, _default: context) if context else None,
         log_level="warning",
         access_log=False,
         lifespan="on",

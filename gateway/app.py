@@ -366,6 +366,7 @@ class GatewayApp:
                     "name": routed.upstream,
                     "kind": routed.kind,
                     "in_guest": routed.in_guest,
+                    "attested": routed.attested,
                     "provider": routed.provider,
                 }
                 if routed

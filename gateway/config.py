@@ -118,6 +118,19 @@ class LocalDeployment(_Section):
     extra_args: list[str] = Field(default_factory=list)
 
 
+class RemoteAttestationConfig(_Section):
+    """Verify a remote engine's evidence and pin its TLS key before sending it any prompt."""
+
+    allow_simulated: bool = False
+    # Measurements the evidence must carry (e.g. mrtd, rtmr1, measurement, code_sha256).
+    expected_measurements: dict[str, str] = Field(default_factory=dict)
+    tdx_collateral: Path | None = None
+    snp_vcek: Path | None = None
+    snp_chain: Path | None = None
+    snp_ark_sha256: str | None = None
+    reattest_s: Annotated[float, Field(gt=0)] = 300.0
+
+
 class RemoteDeployment(_Section):
     """Any OpenAI-compatible server: another engine, or a provider's endpoint."""
 
@@ -127,6 +140,19 @@ class RemoteDeployment(_Section):
     api_key_env: str | None = None
     ca_file: Path | None = None
     timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    # An engine in another confidential VM: trusted through its evidence, not a CA.
+    attestation: RemoteAttestationConfig | None = None
+
+    @model_validator(mode="after")
+    def _attested_needs_https(self) -> RemoteDeployment:
+        if self.attestation is not None and not self.base_url.startswith("https://"):
+            raise ValueError("an attested remote engine must be reached over https")
+        return self
+
+    @property
+    def in_guest_equivalent(self) -> bool:
+        """An attested engine runs in a verified TEE: prompts stay inside confidential VMs."""
+        return self.attestation is not None
 
     @field_validator("base_url")
     @classmethod
@@ -191,7 +217,11 @@ class ModelConfig(_Section):
 
     @property
     def leaves_guest(self) -> bool:
-        return any(not isinstance(d, LocalDeployment) for d in self.deployments)
+        return any(
+            not isinstance(d, LocalDeployment)
+            and not (isinstance(d, RemoteDeployment) and d.in_guest_equivalent)
+            for d in self.deployments
+        )
 
     @model_validator(mode="after")
     def _raw_pii_needs_consent(self) -> ModelConfig:

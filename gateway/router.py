@@ -34,6 +34,7 @@ class Member:
     kind: str = "remote"  # "local" | "remote" | "external"
     in_guest: bool = False
     provider: str | None = None
+    attested: bool = False
     weights_sha256: Callable[[], str | None] = lambda: None
     outstanding: int = 0
     consecutive_failures: int = 0
@@ -88,6 +89,7 @@ class Routed:
     in_guest: bool
     weights_sha256: str | None
     provider: str | None = None
+    attested: bool = False
 
     @classmethod
     def of(cls, group: Group, member: Member) -> Routed:
@@ -98,6 +100,7 @@ class Routed:
             member.in_guest,
             member.weights_sha256(),
             member.provider,
+            member.attested or member.in_guest,
         )
 
 

@@ -25,6 +25,7 @@ from gateway import __version__
 from gateway.app import GatewayApp
 from gateway.attestation.providers import AttestationUnavailable, select_provider
 from gateway.attestation.service import AttestationService
+from gateway.attested_remote import AttestedRemoteUpstream
 from gateway.auth import APIKeyStore
 from gateway.config import GatewayConfig, LiteLLMDeployment, LocalDeployment, RemoteDeployment
 from gateway.engines import EngineProcess, EngineStartError, engine_command
@@ -50,6 +51,7 @@ class StartupError(Exception):
 class Topology:
     groups: dict[str, Group]
     engines: list[EngineProcess]
+    attested: list[AttestedRemoteUpstream]
 
 
 def _secret_from_env(name: str | None, where: str) -> str | None:
@@ -63,6 +65,10 @@ def _secret_from_env(name: str | None, where: str) -> str | None:
 
 def _readiness(engine: EngineProcess) -> Callable[[], bool]:
     return lambda: engine.ready
+
+
+def _verified(remote: AttestedRemoteUpstream) -> Callable[[], bool]:
+    return lambda: remote.verified
 
 
 def _weights(engine: EngineProcess) -> Callable[[], str | None]:
@@ -84,6 +90,7 @@ def build_topology(config: GatewayConfig) -> Topology:
     )
     threads = max(1, (os.cpu_count() or 1) // max(1, local_replicas))
     engines: list[EngineProcess] = []
+    attested: list[AttestedRemoteUpstream] = []
     groups: dict[str, Group] = {}
     for model in config.models:
         members: list[Member] = []
@@ -144,6 +151,25 @@ def build_topology(config: GatewayConfig) -> Topology:
                         provider=provider,
                     )
                 )
+            elif deployment.attestation is not None:
+                remote = AttestedRemoteUpstream(
+                    f"{model.name}/attested-{index}",
+                    base_url=deployment.base_url,
+                    model=deployment.model or model.name,
+                    config=deployment.attestation,
+                    timeout_s=deployment.timeout_s,
+                    connect_timeout_s=config.routing.connect_timeout_s,
+                )
+                attested.append(remote)
+                members.append(
+                    Member(
+                        remote,
+                        is_ready=_verified(remote),
+                        kind="attested-remote",
+                        in_guest=False,
+                        attested=True,
+                    )
+                )
             else:
                 api_key = None
                 if deployment.api_key_env is not None:
@@ -167,7 +193,7 @@ def build_topology(config: GatewayConfig) -> Topology:
                     )
                 )
         groups[model.name] = Group(model.name, members, fallback=model.fallback)
-    return Topology(groups, engines)
+    return Topology(groups, engines, attested)
 
 
 PACKAGE_ROOTS = [
@@ -249,6 +275,8 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
     pii = build_pii_stage(config)
     topology = build_topology(config)
     await _start_engines(topology.engines)
+    # Remote engines are verified before the first request; one that fails stays out.
+    await asyncio.gather(*(remote.attest() for remote in topology.attested))
     limiter = RateLimiter()
     metrics = GatewayMetrics()
     tracing = configure_tracing(
@@ -276,6 +304,8 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         # uvicorn runs this shutdown after draining in-flight requests, and before it
         # re-raises the signal that stopped it, so engines always get a clean stop.
         router.start_probing()
+        for remote in topology.attested:
+            remote.start(config.routing.probe_interval_s)
         poller = asyncio.create_task(_poll_engines(topology.engines, metrics))
         try:
             yield

@@ -147,7 +147,7 @@ class ConfigfsTsmProvider:
 def code_measurement(roots: list[Path]) -> str:
     """SHA-256 over the sorted (path, content digest) pairs of the Python sources served."""
     digest = hashlib.sha256()
-    for root in roots:
+    for root in sorted(roots):
         for path in sorted(root.rglob("*.py")):
             digest.update(str(path.relative_to(root.parent)).encode() + b"\0")
             digest.update(hashlib.sha256(path.read_bytes()).digest())

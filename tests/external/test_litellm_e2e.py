@@ -139,6 +139,7 @@ def test_token_records_an_external_upstream_and_its_provider(
         "name": "ext/openai-0",
         "kind": "external",
         "in_guest": False,
+        "attested": False,
         "provider": "openai",
     }
 
