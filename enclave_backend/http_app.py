@@ -31,7 +31,7 @@ log = logging.getLogger("enclave_backend.http")
 T = TypeVar("T")
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
-NONCE_HEX = re.compile(r"^[0-9a-fA-F]{16,128}$")
+NONCE_HEX = re.compile(r"^(?:[0-9a-fA-F]{2}){8,64}$")
 
 
 def sse_event(payload: dict[str, Any]) -> bytes:

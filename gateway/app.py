@@ -37,7 +37,8 @@ from gateway.attestation.service import (
     sha256_hex,
 )
 from gateway.attestation.token import ResponseFacts
-from gateway.auth import APIKeyStore
+from gateway.auth import APIKeyStore, AuthFailureGuard
+from gateway.config import APIKeyConfig
 from gateway.errors import (
     GatewayError,
     bad_request,
@@ -179,7 +180,11 @@ class GatewayApp:
         attestation: AttestationService,
         metrics: GatewayMetrics,
         metrics_key_sha256: str | None = None,
+        body_timeout_s: float = 30.0,
+        auth_guard: AuthFailureGuard | None = None,
     ) -> None:
+        self._body_timeout = body_timeout_s
+        self._auth_guard = auth_guard or AuthFailureGuard()
         self._attestation = attestation
         self._metrics = metrics
         self._metrics_key = bytes.fromhex(metrics_key_sha256) if metrics_key_sha256 else None
@@ -223,11 +228,24 @@ class GatewayApp:
             raise too_large
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self._max_body:
-                raise too_large
-            chunks.append(chunk)
+
+        async def read() -> None:
+            nonlocal size
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self._max_body:
+                    raise too_large
+                chunks.append(chunk)
+
+        try:
+            # A client trickling its body must not hold a connection and a task forever.
+            await asyncio.wait_for(read(), timeout=self._body_timeout)
+        except TimeoutError:
+            raise GatewayError(
+                408,
+                f"The request body did not arrive within {self._body_timeout:.0f} s.",
+                code="request_timeout",
+            ) from None
         return b"".join(chunks)
 
     async def chat_completions(self, request: Request) -> Response:
@@ -243,7 +261,7 @@ class GatewayApp:
             body = await self._read_body(request)
             signing.request_sha256 = sha256_hex(body)
             with tracer.start_as_current_span("auth"):
-                key = self._keys.authenticate(request.headers.get("authorization"))
+                key = self._authenticate(request)
             try:
                 chat = ChatCompletionRequest.model_validate_json(body)
             except ValidationError as exc:
@@ -436,8 +454,18 @@ class GatewayApp:
         if not failed:
             yield SSE_DONE
 
+    def _authenticate(self, request: Request) -> APIKeyConfig:
+        """The caller's key; repeated failures from one address are refused outright."""
+        client = request.client.host if request.client else "unknown"
+        self._auth_guard.check(client)
+        try:
+            return self._keys.authenticate(request.headers.get("authorization"))
+        except GatewayError:
+            self._auth_guard.failed(client)
+            raise
+
     async def models(self, request: Request) -> Response:
-        key = self._keys.authenticate(request.headers.get("authorization"))
+        key = self._authenticate(request)
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "confidential-gateway"}
             for name in self._router.groups
@@ -461,7 +489,7 @@ class GatewayApp:
         if nonce is not None and not NONCE_HEX.match(nonce):
             return error_response(
                 bad_request(
-                    "nonce must be 16 to 128 hexadecimal characters (8 to 64 bytes).",
+                    "nonce must be 8 to 64 bytes written as 16 to 128 hexadecimal characters.",
                     param="nonce",
                     code="invalid_value",
                 )

@@ -52,6 +52,12 @@ class ListenerConfig(_Section):
     plain_http: bool = False
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     graceful_shutdown_s: Annotated[float, Field(gt=0)] = 30.0
+    # A request body must arrive within this; slower clients get 408.
+    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # Connections beyond this are answered 503 at once (slowloris and floods).
+    max_connections: Annotated[int, Field(ge=1)] = 1024
+    # Failed authentications per client address per minute before it gets 429s.
+    max_auth_failures_per_minute: Annotated[int, Field(ge=1)] = 20
 
     @model_validator(mode="after")
     def _plain_http_only_on_loopback(self) -> ListenerConfig:

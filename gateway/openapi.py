@@ -92,6 +92,53 @@ def openapi_document(version: str) -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/attestation": {
+                "get": {
+                    "operationId": "getAttestation",
+                    "parameters": [
+                        {
+                            "name": "nonce",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^(?:[0-9a-fA-F]{2}){8,64}$"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Evidence binding the key set and the nonce.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": errors["400"],
+                        "503": errors["503"],
+                    },
+                }
+            },
+            "/v1/attestations/{completion_id}": {
+                "get": {
+                    "operationId": "getResponseToken",
+                    "parameters": [
+                        {
+                            "name": "completion_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The token of a recent response.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "404": errors["404"],
+                    },
+                }
+            },
+            "/.well-known/jwks.json": {
+                "get": {
+                    "operationId": "getSigningKeys",
+                    "responses": {"200": {"description": "The response-signing key."}},
+                }
+            },
             "/health": {
                 "get": {
                     "operationId": "health",

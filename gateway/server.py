@@ -26,7 +26,7 @@ from gateway.app import GatewayApp
 from gateway.attestation.providers import AttestationUnavailable, select_provider
 from gateway.attestation.service import AttestationService
 from gateway.attested_remote import AttestedRemoteUpstream
-from gateway.auth import APIKeyStore
+from gateway.auth import APIKeyStore, AuthFailureGuard
 from gateway.config import GatewayConfig, LiteLLMDeployment, LocalDeployment, RemoteDeployment
 from gateway.engines import EngineProcess, EngineStartError, engine_command
 from gateway.pii.detector import DetectionError, PIIDetector, ner_available
@@ -326,6 +326,8 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         attestation=attestation,
         metrics=metrics,
         metrics_key_sha256=config.telemetry.metrics_key_sha256,
+        body_timeout_s=config.listener.body_timeout_s,
+        auth_guard=AuthFailureGuard(max_failures=config.listener.max_auth_failures_per_minute),
     ).build(lifespan)
     context = identity.context if identity else None
     listener = uvicorn.Config(
@@ -340,6 +342,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         lifespan="on",
         timeout_graceful_shutdown=int(config.listener.graceful_shutdown_s),
         timeout_keep_alive=30,
+        limit_concurrency=config.listener.max_connections,
     )
     server = uvicorn.Server(listener)
     print(

@@ -19,7 +19,7 @@ from gateway.attestation.keys import KeySet, SigningKey, report_data_for
 from gateway.attestation.providers import AttestationUnavailable, Evidence, EvidenceProvider
 from gateway.attestation.token import ResponseFacts, TokenIssuer, TokenStore
 
-NONCE_HEX = re.compile(r"^[0-9a-fA-F]{16,128}$")
+NONCE_HEX = re.compile(r"^(?:[0-9a-fA-F]{2}){8,64}$")
 # X-Attestation-Nonce is echoed into the token; keep it to token-safe characters.
 CLIENT_NONCE = re.compile(r"^[A-Za-z0-9_\-=.:+/]{8,128}$")
 UNNONCED_CACHE_S = 30.0

@@ -82,7 +82,12 @@ class RunningGateway:
 
 def gateway_config(tmp: Path, port: int, dead_port: int) -> dict:
     return {
-        "listener": {"host": "127.0.0.1", "port": port, "max_body_bytes": 65536},
+        "listener": {
+            "host": "127.0.0.1",
+            "port": port,
+            "max_body_bytes": 65536,
+            "body_timeout_s": 2,
+        },
         "tls": {"names": ["localhost", "127.0.0.1"], "cert_out": str(tmp / "run" / "cert.pem")},
         "api_keys": [
             {"name": "full", "sha256": hash_key(KEY)},
