@@ -32,6 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.stack import free_port, stop  # noqa: E402
 from enclave_backend.model_file import packaged_model_path  # noqa: E402
 
 TOPICS = [
@@ -93,14 +94,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start(server: Server, log_dir: Path) -> subprocess.Popen[bytes]:
@@ -415,13 +408,7 @@ def main() -> int:
                         file=sys.stderr,
                     )
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop(processes)
 
     by = {(r.server, r.concurrency): r for r in results}
     ratios: dict[str, Any] = {}

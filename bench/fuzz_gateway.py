@@ -25,37 +25,26 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.engine_bench import free_port  # noqa: E402
-from bench.gateway_bench import wait_http  # noqa: E402
+from bench.stack import free_port, start_gateway, start_mock, stop  # noqa: E402
 from gateway.auth import hash_key  # noqa: E402
 
 KEY = "sk-fuzz-" + "7" * 24
 HANG_S = 15.0
 
 
-def start_stack(tmp: Path) -> tuple[list[subprocess.Popen[bytes]], str, ssl.SSLContext]:
+def start_stack(tmp: Path) -> tuple[list[subprocess.Popen[bytes]], str, ssl.SSLContext | bool]:
     log = (tmp / "servers.log").open("wb")
-    mock_port, port = free_port(), free_port()
-    mock = f"http://127.0.0.1:{mock_port}"
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "mock_upstream.py"), "--port", str(mock_port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    ]
-    wait_http(mock + "/v1/models", False, 30, {})
+    mock_process, mock = start_mock(log)
     config = {
         # Fuzzing sends many bad keys from one address: keep the brute-force guard out of the
         # way, so every request exercises the pipeline rather than the 429.
         "listener": {
             "host": "127.0.0.1",
-            "port": port,
+            "port": free_port(),
             "max_body_bytes": 262144,
             "max_auth_failures_per_minute": 1000000,
         },
@@ -71,34 +60,11 @@ def start_stack(tmp: Path) -> tuple[list[subprocess.Popen[bytes]], str, ssl.SSLC
         "pii": {"ner": "on"},
         "run_dir": str(tmp / "run"),
     }
-    (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
-    processes.append(
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "serve",
-                "--config",
-                str(tmp / "gateway.yaml"),
-                "--log-level",
-                "warning",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    )
-    deadline = time.monotonic() + 60
-    while not (tmp / "cert.pem").exists():
-        assert time.monotonic() < deadline, (tmp / "servers.log").read_text()
-        time.sleep(0.1)
-    context = ssl.create_default_context(cafile=str(tmp / "cert.pem"))
-    base = f"https://127.0.0.1:{port}"
-    wait_http(base + "/ready", context, 60, {})  # type: ignore[arg-type]
-    return processes, base, context
+    process, base, verify = start_gateway(tmp, "gateway", config, log)
+    return [mock_process, process], base, verify
 
 
-def generate_cases(base: str, context: ssl.SSLContext, count: int, seed: int) -> list[Any]:
+def generate_cases(base: str, context: ssl.SSLContext | bool, count: int, seed: int) -> list[Any]:
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from hypothesis.errors import Unsatisfiable
@@ -203,9 +169,7 @@ def fuzz(count: int, seed: int) -> dict[str, Any]:
                         failures.append(f"{method} {path}: {problem}")
             alive = httpx.get(base + "/health", verify=context, timeout=5).status_code == 200
         finally:
-            for process in processes:
-                process.terminate()
-                process.wait(timeout=30)
+            stop(processes)
     sent = sum(n for s, n in statuses.items() if s >= 0)
     return {
         "requests": sent,

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.engine_bench import free_port, percentile  # noqa: E402
+from bench.engine_bench import percentile  # noqa: E402
+from bench.stack import free_port, start_gateway, start_mock, stop, wait_http  # noqa: E402
 from gateway.auth import hash_key  # noqa: E402
 
 LITELLM_VENV = Path.home() / ".cache" / "confidential-gateway" / "bench-venvs" / "litellm"
@@ -65,7 +67,7 @@ class Target:
     name: str
     base: str
     key: str
-    verify: str | bool = False
+    verify: ssl.SSLContext | bool = False
     model: str = "mock"
 
 
@@ -82,18 +84,6 @@ def ensure_litellm() -> Path | None:
             print(f"litellm unavailable: {install.stderr[-400:]!r}", file=sys.stderr)
             return None
     return LITELLM_VENV / "bin" / "litellm"
-
-
-def wait_http(url: str, verify: str | bool, timeout: float, headers: dict[str, str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, verify=verify, headers=headers, timeout=2).status_code == 200:
-                return
-        except (httpx.TransportError, OSError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def one(client: httpx.AsyncClient, stream: bool, model: str = "mock") -> float:
@@ -176,37 +166,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         log = (tmp / "servers.log").open("wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-        def spawn(command: list[str], extra_env: dict[str, str] | None = None) -> None:
-            processes.append(
-                subprocess.Popen(
-                    command,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**env, **(extra_env or {})},
-                    cwd=tmp,
-                )
-            )
 
         try:
-            mock_port = free_port()
-            spawn(
-                [sys.executable, str(ROOT / "bench" / "mock_upstream.py"), "--port", str(mock_port)]
-            )
-            mock = f"http://127.0.0.1:{mock_port}"
-            wait_http(mock + "/v1/models", False, 30, {})
+            mock_process, mock = start_mock(log)
+            processes.append(mock_process)
             targets = [Target("direct", mock, "unused")]
 
             for name, plain, pii_mode, ner in GATEWAY_VARIANTS:
-                port = free_port()
                 route = {
                     "name": "mock",
                     "deployments": [{"kind": "remote", "base_url": mock + "/v1"}],
                     "pii": {"mode": pii_mode, "allow_raw_pii": pii_mode == "off"},
                 }
                 config = {
-                    "listener": {"host": "127.0.0.1", "port": port, "plain_http": plain},
+                    "listener": {"host": "127.0.0.1", "port": free_port(), "plain_http": plain},
                     "tls": {"cert_out": str(tmp / f"{name}.pem")},
                     "api_keys": [{"name": "bench", "sha256": hash_key(KEY)}],
                     "models": [route],
@@ -214,29 +187,8 @@ def main() -> int:
                     "attestation": {"provider": "simulated"},
                     "run_dir": str(tmp / name),
                 }
-                path = tmp / f"{name}.yaml"
-                path.write_text(yaml.safe_dump(config))
-                spawn(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gateway",
-                        "serve",
-                        "--config",
-                        str(path),
-                        "--log-level",
-                        "warning",
-                    ]
-                )
-                scheme = "http" if plain else "https"
-                verify: str | bool = False if plain else str(tmp / f"{name}.pem")
-                base = f"{scheme}://127.0.0.1:{port}"
-                deadline = time.monotonic() + 60
-                while not plain and not (tmp / f"{name}.pem").exists():
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{name} wrote no certificate")
-                    time.sleep(0.1)
-                wait_http(base + "/ready", verify, 60, {})
+                process, base, verify = start_gateway(tmp, name, config, log)
+                processes.append(process)
                 targets.append(Target(name, base, KEY, verify))
 
             litellm = ensure_litellm()
@@ -260,27 +212,33 @@ def main() -> int:
                         }
                     )
                 )
-                spawn(
-                    [
-                        str(litellm),
-                        "--config",
-                        str(tmp / "litellm.yaml"),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--num_workers",
-                        "1",
-                    ],
-                    {
-                        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-                        "LITELLM_TELEMETRY_DISABLED": "true",
-                        "LITELLM_MASTER_KEY": LITELLM_KEY,
-                        "LITELLM_LOG": "ERROR",
-                    },
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            str(litellm),
+                            "--config",
+                            str(tmp / "litellm.yaml"),
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(port),
+                            "--num_workers",
+                            "1",
+                        ],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        cwd=tmp,
+                        env={
+                            **os.environ,
+                            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                            "LITELLM_TELEMETRY_DISABLED": "true",
+                            "LITELLM_MASTER_KEY": LITELLM_KEY,
+                            "LITELLM_LOG": "ERROR",
+                        },
+                    )
                 )
                 base = f"http://127.0.0.1:{port}"
-                wait_http(base + "/health/liveliness", False, 180, {})
+                wait_http(base + "/health/liveliness", False, 180)
                 targets.append(Target("litellm", base, LITELLM_KEY))
 
             report: dict[str, Any] = {"requests": args.requests, "concurrency": args.concurrency}
@@ -317,13 +275,7 @@ def main() -> int:
                         for name, *_ in GATEWAY_VARIANTS
                     }
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop(processes)
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))

@@ -14,20 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.engine_bench import free_port, percentile  # noqa: E402
-from bench.gateway_bench import KEY, Target, sequential, throughput, wait_http  # noqa: E402
+from bench.engine_bench import percentile  # noqa: E402
+from bench.gateway_bench import KEY, Target, sequential, throughput  # noqa: E402
+from bench.stack import free_port, start_gateway, start_mock, stop  # noqa: E402
 from gateway.auth import hash_key  # noqa: E402
 
 
@@ -43,24 +41,11 @@ def main() -> int:
         tmp = Path(tmp_name)
         log = (tmp / "servers.log").open("wb")
         try:
-            mock_port, port = free_port(), free_port()
-            mock = f"http://127.0.0.1:{mock_port}"
-            processes.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(ROOT / "bench" / "mock_upstream.py"),
-                        "--port",
-                        str(mock_port),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            wait_http(mock + "/v1/models", False, 30, {})
+            mock_process, mock = start_mock(log)
+            processes.append(mock_process)
             off = {"mode": "off", "allow_raw_pii": True}
             config = {
-                "listener": {"host": "127.0.0.1", "port": port, "plain_http": True},
+                "listener": {"host": "127.0.0.1", "port": free_port(), "plain_http": True},
                 "api_keys": [{"name": "bench", "sha256": hash_key(KEY)}],
                 "models": [
                     {
@@ -82,26 +67,10 @@ def main() -> int:
                 "pii": {"ner": "off"},
                 "run_dir": str(tmp / "run"),
             }
-            (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
-            processes.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gateway",
-                        "serve",
-                        "--config",
-                        str(tmp / "gateway.yaml"),
-                        "--log-level",
-                        "warning",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, "OPENAI_API_KEY": "x"},
-                )
+            process, base, _ = start_gateway(
+                tmp, "gateway", config, log, env={"OPENAI_API_KEY": "x"}
             )
-            base = f"http://127.0.0.1:{port}"
-            wait_http(base + "/ready", False, 120, {})
+            processes.append(process)
             targets = [
                 Target("mock", mock, "unused"),
                 Target("direct", base, KEY, model="direct"),
@@ -129,10 +98,7 @@ def main() -> int:
                 )
                 report[mode]["litellm_rps_ratio"] = round(via["rps"] / max(direct["rps"], 1e-3), 3)
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(timeout=30)
+            stop(processes)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

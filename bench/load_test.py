@@ -28,7 +28,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.engine_bench import free_port, percentile  # noqa: E402
+from bench.engine_bench import percentile  # noqa: E402
+from bench.stack import free_port  # noqa: E402
 from gateway.auth import hash_key  # noqa: E402
 
 KEY = "sk-load-" + "3" * 24

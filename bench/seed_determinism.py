@@ -21,7 +21,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.engine_bench import free_port, wait_ready  # noqa: E402
+from bench.engine_bench import wait_ready  # noqa: E402
+from bench.stack import free_port  # noqa: E402
 
 
 async def ask(client: httpx.AsyncClient, content: str, seed: int, max_tokens: int) -> str:

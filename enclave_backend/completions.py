@@ -19,7 +19,6 @@ from typing import Any
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from enclave_backend.chat_template import ChatTemplate, ChatTemplateError
-from enclave_backend.errors import APIError, invalid_request
 from enclave_backend.generation import (
     Failed,
     Finished,
@@ -31,6 +30,7 @@ from enclave_backend.llama_runtime import LlamaRuntime
 from enclave_backend.protocol import ChatCompletionRequest
 from enclave_backend.sampling import GrammarError, SamplerChain, SamplingParams
 from enclave_backend.scheduler import QueueFull, SchedulerStopped, SlotScheduler
+from gateway.errors import GatewayError, bad_request
 
 QUEUE_FULL_RETRY_AFTER_S = 1
 
@@ -71,7 +71,7 @@ class ChatCompletions:
     # -- request -> queued generations --------------------------------------------------
     def submit(self, request: ChatCompletionRequest) -> Submission:
         if request.model != self.model_name:
-            raise APIError(
+            raise GatewayError(
                 404,
                 f"The model '{request.model}' does not exist; this engine serves "
                 f"'{self.model_name}'.",
@@ -80,13 +80,13 @@ class ChatCompletions:
             )
         unsupported = request.unsupported_parameter()
         if unsupported is not None:
-            raise invalid_request(
+            raise bad_request(
                 f"The parameter '{unsupported}' is not supported by this engine.",
                 param=unsupported,
                 code="unsupported_parameter",
             )
         if request.tools and not self._template.supports_tools:
-            raise invalid_request(
+            raise bad_request(
                 "This model's chat template does not support tools; remove 'tools' or "
                 "use a model whose template does.",
                 param="tools",
@@ -119,7 +119,7 @@ class ChatCompletions:
         except QueueFull as exc:
             for handle in handles:
                 handle.cancel()
-            raise APIError(
+            raise GatewayError(
                 503,
                 f"The engine is at capacity ({exc}); retry after a moment.",
                 type="server_error",
@@ -129,7 +129,7 @@ class ChatCompletions:
         except SchedulerStopped:
             for handle in handles:
                 handle.cancel()
-            raise APIError(
+            raise GatewayError(
                 503, "The engine is shutting down.", type="server_error", code="engine_stopping"
             ) from None
         return Submission(
@@ -146,13 +146,13 @@ class ChatCompletions:
                 [m.for_template() for m in request.messages], tools=request.tools
             )
         except ChatTemplateError as exc:
-            raise invalid_request(str(exc), param="messages") from None
+            raise bad_request(str(exc), param="messages") from None
         bos = self._runtime.token_text(self._runtime.bos_token)
         add_bos = self._runtime.add_bos and not (bos and text.startswith(bos))
         tokens = self._runtime.tokenize(text, add_special=add_bos, parse_special=True)
         limit = self._runtime.ctx_per_slot
         if len(tokens) >= limit:
-            raise invalid_request(
+            raise bad_request(
                 f"This model's maximum context length is {limit} tokens. However, your "
                 f"messages resulted in {len(tokens)} tokens. Please reduce the length of "
                 "the messages.",
@@ -168,7 +168,7 @@ class ChatCompletions:
             return room
         if asked > room:
             param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-            raise invalid_request(
+            raise bad_request(
                 f"This model's maximum context length is {self._runtime.ctx_per_slot} tokens. "
                 f"However, you requested {prompt_tokens + asked} tokens ({prompt_tokens} in "
                 f"the messages, {asked} in the completion). Please reduce the length of the "
@@ -183,7 +183,7 @@ class ChatCompletions:
         logit_bias: dict[int, float] = {}
         for key, bias in (request.logit_bias or {}).items():
             if not key.lstrip("-").isdigit() or not 0 <= int(key) < self._runtime.n_vocab:
-                raise invalid_request(
+                raise bad_request(
                     f"Invalid key in 'logit_bias': {key!r} is not a token id of this model "
                     f"(0..{self._runtime.n_vocab - 1}).",
                     param="logit_bias",
@@ -207,7 +207,7 @@ class ChatCompletions:
         try:
             return SamplerChain(params, vocab=self._runtime.vocab, n_vocab=self._runtime.n_vocab)
         except GrammarError as exc:
-            raise invalid_request(str(exc), param="response_format") from None
+            raise bad_request(str(exc), param="response_format") from None
 
     # -- events -> OpenAI payloads ------------------------------------------------------
     async def complete(self, submission: Submission) -> dict[str, Any]:
@@ -297,7 +297,7 @@ def _grammar_for(request: ChatCompletionRequest) -> str | None:
     try:
         return str(json_schema_to_gbnf(json.dumps(fmt.json_schema.schema_)))
     except Exception as exc:  # the converter raises bare Exceptions on unsupported schemas
-        raise invalid_request(
+        raise bad_request(
             f"response_format.json_schema.schema cannot be turned into a grammar: {exc}",
             param="response_format.json_schema.schema",
             code="invalid_value",

@@ -23,9 +23,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from enclave_backend.completions import ChatCompletions, GenerationFailed, Submission
-from enclave_backend.errors import APIError, from_validation_error, invalid_request
 from enclave_backend.protocol import ChatCompletionRequest
 from enclave_backend.scheduler import SlotScheduler
+from gateway.errors import GatewayError, bad_request, from_validation_error
 
 log = logging.getLogger("enclave_backend.http")
 T = TypeVar("T")
@@ -48,13 +48,13 @@ SSE_DONE = b"data: [DONE]\n\n"
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise APIError(413, f"Request body is larger than the limit of {limit} bytes.")
+        raise GatewayError(413, f"Request body is larger than the limit of {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise APIError(413, f"Request body is larger than the limit of {limit} bytes.")
+            raise GatewayError(413, f"Request body is larger than the limit of {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -63,12 +63,6 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
     try:
         return ChatCompletionRequest.model_validate_json(body)
     except ValidationError as exc:
-        if exc.errors()[0]["type"] == "json_invalid":
-            raise invalid_request(
-                "We could not parse the JSON body of your request. The body must be a JSON "
-                "object encoded as UTF-8.",
-                code="invalid_json",
-            ) from None
         raise from_validation_error(exc) from None
 
 
@@ -95,8 +89,10 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
             task.cancel()
 
 
-def generation_failed(exc: GenerationFailed) -> APIError:
-    return APIError(500, f"The engine could not complete the request: {exc}", type="server_error")
+def generation_failed(exc: GenerationFailed) -> GatewayError:
+    return GatewayError(
+        500, f"The engine could not complete the request: {exc}", type="server_error"
+    )
 
 
 class EngineApp:
@@ -140,7 +136,7 @@ class EngineApp:
                 ),
             ],
             exception_handlers={
-                APIError: _api_error,
+                GatewayError: _api_error,
                 HTTPException: _http_exception,
                 Exception: _unexpected,
             },
@@ -181,12 +177,12 @@ class EngineApp:
         assert self._attestation is not None
         nonce = request.query_params.get("nonce")
         if nonce is not None and not NONCE_HEX.match(nonce):
-            raise invalid_request("nonce must be 16 to 128 hexadecimal characters.", param="nonce")
+            raise bad_request("nonce must be 16 to 128 hexadecimal characters.", param="nonce")
         try:
             document = await asyncio.to_thread(self._attestation, nonce)
         except Exception as exc:  # the TEE interface failed; say so, do not guess
             log.error("attestation evidence unavailable: %s", type(exc).__name__)
-            raise APIError(
+            raise GatewayError(
                 503,
                 "Attestation evidence is unavailable.",
                 type="server_error",
@@ -235,17 +231,23 @@ class EngineApp:
         )
 
 
+def error_response(error: GatewayError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
 async def _api_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, APIError)
-    return exc.response()
+    assert isinstance(exc, GatewayError)
+    return error_response(exc)
 
 
 async def _http_exception(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
-    return APIError(exc.status_code, str(exc.detail), type=kind).response()
+    return error_response(GatewayError(exc.status_code, str(exc.detail), type=kind))
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
     log.error("unhandled error: %s", type(exc).__name__)
-    return APIError(500, "The engine hit an internal error.", type="server_error").response()
+    return error_response(
+        GatewayError(500, "The engine hit an internal error.", type="server_error")
+    )

@@ -108,12 +108,8 @@ class OpenAIUpstream:
             response = await self._client.post(
                 "/chat/completions", json=body, headers={"x-request-id": request_id}
             )
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(f"{self.name}: timed out", retryable=False) from exc
         except httpx.TransportError as exc:
-            raise UpstreamError(
-                f"{self.name}: unreachable ({type(exc).__name__})", retryable=True
-            ) from exc
+            raise self._unreachable(exc) from exc
         if response.status_code != 200:
             raise self._status_error(response, response.content)
         try:
@@ -135,12 +131,8 @@ class OpenAIUpstream:
         )
         try:
             response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(f"{self.name}: timed out", retryable=False) from exc
         except httpx.TransportError as exc:
-            raise UpstreamError(
-                f"{self.name}: unreachable ({type(exc).__name__})", retryable=True
-            ) from exc
+            raise self._unreachable(exc) from exc
         try:
             if response.status_code != 200:
                 raise self._status_error(response, await response.aread())
@@ -178,6 +170,12 @@ class OpenAIUpstream:
                 f"{self.name}: connection lost mid-stream", retryable=False
             ) from exc
         raise UpstreamError(f"{self.name}: stream ended without [DONE]", retryable=False)
+
+    def _unreachable(self, exc: httpx.TransportError) -> UpstreamError:
+        """Before any response: a timeout is final, a refused or reset connection may retry."""
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamError(f"{self.name}: timed out", retryable=False)
+        return UpstreamError(f"{self.name}: unreachable ({type(exc).__name__})", retryable=True)
 
     def _status_error(self, response: httpx.Response, raw: bytes) -> UpstreamError:
         status = response.status_code

@@ -84,6 +84,21 @@ class _Verifier:
         request.headers[NONCE_HEADER] = nonce
         return nonce, request.content
 
+    def stream_checker(self, gateway: VerifiedGateway, prepared: tuple[str, bytes]) -> _SSEVerifier:
+        nonce, body = prepared
+        return _SSEVerifier(self, gateway, nonce, body)
+
+    def check_plain(
+        self,
+        response: httpx.Response,
+        content: bytes,
+        gateway: VerifiedGateway,
+        prepared: tuple[str, bytes],
+    ) -> None:
+        nonce, body = prepared
+        digest = hashlib.sha256(content).hexdigest()
+        self.check_token(response.headers.get(TOKEN_HEADER), gateway, digest, nonce, body)
+
     def check_token(
         self, token: str | None, gateway: VerifiedGateway, digest: str, nonce: str, body: bytes
     ) -> dict[str, Any]:
@@ -97,6 +112,21 @@ class _Verifier:
             nonce=nonce,
             policy=self.policy,
         )
+
+
+def _is_stream(response: httpx.Response) -> bool:
+    return str(response.headers.get("content-type", "")).startswith("text/event-stream")
+
+
+def _restreamed(
+    response: httpx.Response, stream: httpx.SyncByteStream | httpx.AsyncByteStream
+) -> httpx.Response:
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        stream=stream,
+        extensions=response.extensions,
+    )
 
 
 class _SSEVerifier:
@@ -204,24 +234,11 @@ class AttestedTransport(httpx.BaseTransport):
             self._verifier.check_tls(response, gateway)
             if prepared is None:
                 return response
-            nonce, body = prepared
-            if response.headers.get("content-type", "").startswith("text/event-stream"):
-                checker = _SSEVerifier(self._verifier, gateway, nonce, body)
+            if _is_stream(response):
                 assert isinstance(response.stream, httpx.SyncByteStream)
-                return httpx.Response(
-                    response.status_code,
-                    headers=response.headers,
-                    stream=_VerifiedStream(response.stream, checker),
-                    extensions=response.extensions,
-                )
-            content = response.read()
-            self._verifier.check_token(
-                response.headers.get(TOKEN_HEADER),
-                gateway,
-                hashlib.sha256(content).hexdigest(),
-                nonce,
-                body,
-            )
+                checker = self._verifier.stream_checker(gateway, prepared)
+                return _restreamed(response, _VerifiedStream(response.stream, checker))
+            self._verifier.check_plain(response, response.read(), gateway, prepared)
             return response
         except BaseException:
             response.close()
@@ -260,24 +277,11 @@ class AsyncAttestedTransport(httpx.AsyncBaseTransport):
             self._verifier.check_tls(response, gateway)
             if prepared is None:
                 return response
-            nonce, body = prepared
-            if response.headers.get("content-type", "").startswith("text/event-stream"):
-                checker = _SSEVerifier(self._verifier, gateway, nonce, body)
+            if _is_stream(response):
                 assert isinstance(response.stream, httpx.AsyncByteStream)
-                return httpx.Response(
-                    response.status_code,
-                    headers=response.headers,
-                    stream=_AsyncVerifiedStream(response.stream, checker),
-                    extensions=response.extensions,
-                )
-            content = await response.aread()
-            self._verifier.check_token(
-                response.headers.get(TOKEN_HEADER),
-                gateway,
-                hashlib.sha256(content).hexdigest(),
-                nonce,
-                body,
-            )
+                checker = self._verifier.stream_checker(gateway, prepared)
+                return _restreamed(response, _AsyncVerifiedStream(response.stream, checker))
+            self._verifier.check_plain(response, await response.aread(), gateway, prepared)
             return response
         except BaseException:
             await response.aclose()

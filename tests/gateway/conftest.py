@@ -120,7 +120,8 @@ def gateway_config(tmp: Path, port: int, dead_port: int) -> dict:
     }
 
 
-def start_gateway(tmp: Path, config: dict) -> RunningGateway:
+def start_gateway(tmp: Path, config: dict, ready_models: list[str] | None = None) -> RunningGateway:
+    """Start a gateway process and wait until it is ready: every model, or ``ready_models``."""
     config_path = tmp / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp / "gateway.log"
@@ -130,25 +131,19 @@ def start_gateway(tmp: Path, config: dict) -> RunningGateway:
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    port = config["listener"]["port"]
     cert = Path(config["tls"]["cert_out"])
-    url = f"https://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{config['listener']['port']}"
     deadline = time.monotonic() + 120
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"gateway exited:\n{log_path.read_text()}")
         if cert.exists():
             try:
-                if (
-                    httpx.get(
-                        url + "/ready",
-                        verify=ssl.create_default_context(cafile=str(cert)),
-                        timeout=2,
-                    ).status_code
-                    == 200
-                ):
+                context = ssl.create_default_context(cafile=str(cert))
+                models = httpx.get(url + "/ready", verify=context, timeout=2).json()["models"]
+                if all(models[m] for m in (ready_models or models)):
                     break
-            except (httpx.TransportError, OSError):
+            except (httpx.TransportError, OSError, ValueError, KeyError):
                 pass
         if time.monotonic() > deadline:
             process.kill()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import pytest
 
 from gateway.attestation.providers import code_measurement
 from gateway.auth import hash_key
-from tests.gateway.conftest import KEY, RunningGateway, free_port, stop_gateway
+from tests.gateway.conftest import KEY, RunningGateway, free_port, start_gateway, stop_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,7 +115,8 @@ def cluster(
         "pii": {"ner": "off"},
         "run_dir": str(tmp / "run"),
     }
-    gateway = start_gateway_allowing_unready(tmp, config)
+    # "rogue" never becomes ready (that is the point): wait for the main model only.
+    gateway = start_gateway(tmp, config, ready_models=["smollm2"])
     try:
         yield gateway, engines
     finally:
@@ -125,36 +125,6 @@ def cluster(
             if engine.process.poll() is None:
                 engine.process.terminate()
                 engine.process.wait(timeout=30)
-
-
-def start_gateway_allowing_unready(tmp: Path, config: dict) -> RunningGateway:
-    """Like start_gateway, but "rogue" is never ready: wait for the main model only."""
-    import yaml
-
-    config_path = tmp / "gateway.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    log_path = tmp / "gateway.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    cert = Path(config["tls"]["cert_out"])
-    url = f"https://127.0.0.1:{config['listener']['port']}"
-    gateway = RunningGateway(url, cert, Path(config["run_dir"]), process, log_path)
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, log_path.read_text()
-        if cert.exists():
-            try:
-                with gateway.client(None) as client:
-                    if client.get("/ready").json()["models"]["smollm2"]:
-                        return gateway
-            except (httpx.HTTPError, OSError, ValueError):
-                pass
-        assert time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.1)
 
 
 def served_by(response: httpx.Response) -> str:

@@ -1,8 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from enclave_backend.errors import from_validation_error
 from enclave_backend.protocol import ChatCompletionRequest
+from gateway.errors import from_validation_error
 
 
 def error_for(body: dict) -> dict:
