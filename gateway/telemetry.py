@@ -75,8 +75,9 @@ def configure_logging(level: str, fmt: str, stream: IO[str] = sys.stderr) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs every request URL at INFO: noise, and not what an operator needs to see.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpx logs every request URL and Presidio every recognizer it loads, at INFO: noise.
+    for chatty in ("httpx", "presidio-analyzer"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 # -- traces ------------------------------------------------------------------------------
