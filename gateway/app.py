@@ -77,7 +77,7 @@ def upstream_error(exc: UpstreamError | NoUpstream) -> GatewayError:
         # Nobody reachable, or everybody overloaded: the client should simply retry later.
         if last is None or last.status in {429, 503} or (last.status is None and last.retryable):
             return no_upstream(exc.model)
-        if last.status is None and "timed out" in str(last):
+        if last.timed_out:
             return GatewayError(
                 504, "The upstream timed out.", type="upstream_error", code="upstream_timeout"
             )

@@ -161,7 +161,7 @@ class LiteLLMUpstream:
         status = getattr(exc, "status_code", None)
         kind = type(exc).__name__
         if kind in {"Timeout", "APITimeoutError"} or status == 408:
-            return UpstreamError(f"{self.name}: timed out", retryable=False)
+            return UpstreamError(f"{self.name}: timed out", retryable=False, timed_out=True)
         if (
             kind
             in {

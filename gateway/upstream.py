@@ -49,8 +49,10 @@ class UpstreamError(Exception):
         retryable: bool,
         status: int | None = None,
         body: dict[str, Any] | None = None,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message)
+        self.timed_out = timed_out
         self.retryable = retryable
         self.status = status
         self.body = body
@@ -164,7 +166,9 @@ class OpenAIUpstream:
                     raise UpstreamError(f"{self.name}: sent a non-object event", retryable=False)
                 yield event
         except httpx.TimeoutException as exc:
-            raise UpstreamError(f"{self.name}: timed out mid-stream", retryable=False) from exc
+            raise UpstreamError(
+                f"{self.name}: timed out mid-stream", retryable=False, timed_out=True
+            ) from exc
         except httpx.TransportError as exc:
             raise UpstreamError(
                 f"{self.name}: connection lost mid-stream", retryable=False
@@ -174,7 +178,7 @@ class OpenAIUpstream:
     def _unreachable(self, exc: httpx.TransportError) -> UpstreamError:
         """Before any response: a timeout is final, a refused or reset connection may retry."""
         if isinstance(exc, httpx.TimeoutException):
-            return UpstreamError(f"{self.name}: timed out", retryable=False)
+            return UpstreamError(f"{self.name}: timed out", retryable=False, timed_out=True)
         return UpstreamError(f"{self.name}: unreachable ({type(exc).__name__})", retryable=True)
 
     def _status_error(self, response: httpx.Response, raw: bytes) -> UpstreamError:
