@@ -47,6 +47,8 @@ from gateway.errors import (
     upstream_failed,
 )
 from gateway.openapi import openapi_document
+from gateway.pii.detector import CancelToken
+from gateway.pii.stage import CANCEL_NOTE
 from gateway.pipeline import ChatExchange, ChatPipeline
 from gateway.protocol import ChatCompletionRequest
 from gateway.ratelimit import RateLimiter
@@ -105,7 +107,9 @@ class _Signing:
     request_id: str
     nonce: str | None = None
     request_sha256: str | None = None
+    # A configured model name only; an unknown one is known here by its digest alone.
     model: str | None = None
+    requested_model_sha256: str | None = None
     jti: str | None = None
     exchange: ChatExchange | None = None
     started: float = field(default_factory=time.monotonic)
@@ -149,6 +153,11 @@ class SSEResponse(StreamingResponse):
 async def _until_disconnected(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
+
+
+async def _cancel_on_disconnect(request: Request, cancel: CancelToken) -> None:
+    await _until_disconnected(request)
+    cancel.cancel()
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> tuple[bool, T | None]:
@@ -266,8 +275,12 @@ class GatewayApp:
                 chat = ChatCompletionRequest.model_validate_json(body)
             except ValidationError as exc:
                 raise from_validation_error(exc) from None
-            signing.model = chat.model
-            self._keys.authorize(key, chat.model, self._router.knows(chat.model))
+            known = self._router.knows(chat.model)
+            if known:
+                signing.model = chat.model
+            else:
+                signing.requested_model_sha256 = sha256_hex(chat.model.encode("utf-8"))
+            self._keys.authorize(key, chat.model, known)
             self._limiter.admit(key)
             exchange = ChatExchange(
                 request_id=signing.request_id,
@@ -276,9 +289,11 @@ class GatewayApp:
                 request=chat,
                 upstream_body=chat.upstream_body(chat.model),
             )
+            cancel = CancelToken()
+            exchange.notes[CANCEL_NOTE] = cancel
             signing.exchange = exchange
             if chat.streaming:
-                return await self._stream(exchange, signing)
+                return await self._stream(request, exchange, signing)
             try:
                 finished, completion = await unless_disconnected(
                     request, self._pipeline.complete(exchange)
@@ -286,6 +301,7 @@ class GatewayApp:
             except (UpstreamError, NoUpstream) as exc:
                 raise upstream_error(exc) from None
             if not finished or completion is None:
+                cancel.cancel()
                 self._finish(signing, 499)
                 return Response(status_code=499)
             payload = _json_bytes(completion)
@@ -364,13 +380,15 @@ class GatewayApp:
     def _sign_now(self, signing: _Signing, status: int, response_sha256: str) -> str:
         exchange = signing.exchange
         routed = exchange.routed if exchange else None
-        model = None
+        model: dict[str, Any] | None = None
         if signing.model is not None:
             model = {
                 "name": signing.model,
                 "group": routed.model_group if routed else None,
                 "weights_sha256": routed.weights_sha256 if routed else None,
             }
+        elif signing.requested_model_sha256 is not None:
+            model = {"name": None, "requested_sha256": signing.requested_model_sha256}
         facts = ResponseFacts(
             jti=signing.jti or signing.request_id,
             request_sha256=signing.request_sha256,
@@ -393,16 +411,29 @@ class GatewayApp:
         )
         return self._attestation.sign(facts)
 
-    async def _stream(self, exchange: ChatExchange, signing: _Signing) -> Response:
+    async def _stream(
+        self, request: Request, exchange: ChatExchange, signing: _Signing
+    ) -> Response:
         resources = AsyncExitStack()
+        cancel = exchange.notes[CANCEL_NOTE]
+        # Opening runs the request stages (PII detection): a client that leaves stops them.
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, cancel))
         try:
             chunks = await resources.enter_async_context(self._pipeline.stream(exchange))
         except (UpstreamError, NoUpstream) as exc:
             await resources.aclose()
             raise upstream_error(exc) from None
+        except GatewayError:
+            await resources.aclose()
+            if watcher.done() and not watcher.cancelled():
+                self._finish(signing, 499)
+                return Response(status_code=499)
+            raise
         except BaseException:
             await resources.aclose()
             raise
+        finally:
+            watcher.cancel()
         return SSEResponse(self._sse(chunks, signing), resources)
 
     async def _sse(

@@ -56,11 +56,15 @@ class APIKeyStore:
 
     @staticmethod
     def authorize(key: APIKeyConfig, model: str, known: bool) -> None:
-        """404 for unknown and for not-allowed models alike, as OpenAI does: no enumeration."""
+        """404 for unknown and for not-allowed models alike, as OpenAI does: no enumeration.
+
+        The message does not echo the name: an unknown one is a client string that was
+        never checked for personal data.
+        """
         if not known or not key.allows(model):
             raise GatewayError(
                 404,
-                f"The model '{model}' does not exist or you do not have access to it.",
+                "The model you requested does not exist or you do not have access to it.",
                 param="model",
                 code="model_not_found",
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -332,6 +333,8 @@ class GatewayConfig(_Section):
                 )
             if model.fallback == model.name:
                 raise ValueError(f"models[{index}].fallback: a model cannot fall back to itself")
+        for index in range(len(self.models)):
+            _check_raw_pii_chain(self.models, index)
         key_names = [k.name for k in self.api_keys]
         if len(set(key_names)) != len(key_names):
             raise ValueError("api_keys: key names must be unique")
@@ -340,6 +343,41 @@ class GatewayConfig(_Section):
             if unknown:
                 raise ValueError(f"api_keys[{index}].models: unknown models {unknown}")
         return self
+
+
+def fallback_chain(models: Sequence[ModelConfig], name: str) -> list[tuple[str, int]]:
+    """The groups that may serve a request for ``name``: it, then its fallbacks, each once
+    (a cycle ends the chain), with each group's index in ``models``."""
+    index_of = {m.name: i for i, m in enumerate(models)}
+    chain: list[tuple[str, int]] = []
+    current: str | None = name
+    while current is not None and current in index_of and current not in {n for n, _ in chain}:
+        chain.append((current, index_of[current]))
+        current = models[index_of[current]].fallback
+    return chain
+
+
+def _check_raw_pii_chain(models: Sequence[ModelConfig], index: int) -> None:
+    """Raw data leaves the guest through a fallback only with consent all along the way.
+
+    When every group that may serve a model has PII handling off, the request is forwarded
+    untouched; if one of those groups leaves this guest, each group on the path to it (the
+    model the client asked for included) must say ``allow_raw_pii: true``.
+    """
+    chain = fallback_chain(models, models[index].name)
+    if any(models[i].pii.mode != "off" for _, i in chain):
+        return  # the request is tokenized/redacted/blocked whoever serves it
+    for position, (name, group_index) in enumerate(chain):
+        if not models[group_index].leaves_guest:
+            continue
+        path = chain[: position + 1]
+        missing = [n for n, i in path if not models[i].pii.allow_raw_pii]
+        if missing:
+            raise ValueError(
+                f"models[{index}].fallback: model {models[index].name!r} has pii.mode 'off' and "
+                f"may fall back to {name!r}, which sends requests outside this guest; set "
+                f"pii.allow_raw_pii: true on {missing} too, or turn PII handling on"
+            )
 
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -6,6 +6,7 @@ in an error a client, a log or a trace sees.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -67,15 +68,23 @@ def _is_union_label(part: int | str) -> bool:
     return isinstance(part, str) and (part in _TYPE_LABELS or not part.isidentifier())
 
 
+# A path part that may be echoed: a parameter name, not a client value chosen as a key
+# (an object key in logit_bias or in a schema could be an e-mail address or an SSN).
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
 def param_path(loc: tuple[int | str, ...]) -> str | None:
+    """The dotted path of ``loc``, cut before the first part that is not identifier-shaped."""
     path = ""
     for part in loc:
         if _is_union_label(part):
             continue
         if isinstance(part, int):
             path += f"[{part}]"
-        else:
+        elif _IDENTIFIER.match(part):
             path += f".{part}" if path else part
+        else:
+            break
     return path or None
 
 
@@ -87,7 +96,17 @@ def from_validation_error(exc: ValidationError) -> GatewayError:
             "encoded as UTF-8.",
             code="invalid_json",
         )
-    param = param_path(tuple(first["loc"]))
+    loc = tuple(first["loc"])
+    param = param_path(loc)
+    if first["type"] == "extra_forbidden" and not _IDENTIFIER.match(str(loc[-1] if loc else "")):
+        # The unknown key is the client's own string: name only where it sits.
+        parent = param_path(loc[:-1])
+        where = f" inside '{parent}'" if parent else ""
+        return bad_request(
+            f"The request has an unrecognized request argument{where}.",
+            param=parent,
+            code="unknown_parameter",
+        )
     if first["type"] == "extra_forbidden":
         return bad_request(
             f"Unrecognized request argument supplied: {param}",

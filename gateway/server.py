@@ -30,7 +30,8 @@ from gateway.auth import APIKeyStore, AuthFailureGuard
 from gateway.config import GatewayConfig, LiteLLMDeployment, LocalDeployment, RemoteDeployment
 from gateway.engines import EngineProcess, EngineStartError, engine_command
 from gateway.pii.detector import DetectionError, PIIDetector, ner_available
-from gateway.pii.stage import PIIStage, RoutePolicy
+from gateway.pii.policy import effective_policies
+from gateway.pii.stage import PIIStage
 from gateway.pipeline import ChatPipeline
 from gateway.ratelimit import RateLimiter
 from gateway.router import Group, Member, Router
@@ -226,7 +227,8 @@ def build_pii_stage(config: GatewayConfig) -> PIIStage:
         detector = PIIDetector(
             use_ner=ner, min_score=config.pii.min_score, cache_size=config.pii.cache_entries
         )
-        policies = {m.name: RoutePolicy.resolve(m.pii, detector) for m in config.models}
+        # A request's policy covers every group that may serve it, fallbacks included.
+        policies = effective_policies(config.models, detector.entity_types, detector.uses_ner)
     except (DetectionError, ValueError) as exc:
         raise StartupError(f"pii: {exc}") from None
     return PIIStage(detector, policies, config.pii)

@@ -1,41 +1,52 @@
 """The PII stage: between validation and routing on the way in, restore on the way out.
 
-On the way in, every string the upstream will receive is scanned: message contents of every
-role (and their text parts), names, tool definitions (descriptions, schemas), tool-call
-arguments (parsed as JSON when they are JSON), stop sequences, response-format schemas and
-``user``. Only ``model``, ``role`` and ``type`` values, which the protocol already limits
-to identifiers, are not. Depending on the route's policy each finding becomes a placeholder
-(tokenize), a bare type label (redact), or a refusal naming the types (block).
+On the way in, every string the upstream will receive is scanned (``walk`` finds them by
+protocol position: values, user-JSON keys and numbers, tool-call arguments), and so is the
+decoded view of any string that carries JSON escapes (``escapes``). Depending on the
+request's effective policy (``policy``) each finding becomes a placeholder (tokenize), a
+bare type label (redact), or a refusal naming the types (block). A placeholder in a field
+with a restricted alphabet takes the vault's alphabet-safe spelling.
 
-If detection fails or runs out of time, the request fails with a 503 and goes nowhere.
-Values never appear in logs, errors or notes; per-type counts and the policy digest do.
+Detection runs text by text (the detector itself scans long texts chunk by chunk), on a
+worker thread when it is heavy, so one large request cannot starve the others; when the
+request gives up (timeout, client gone) its cancel token stops the work. If detection
+fails or runs out of time, the request fails with a 503 and goes nowhere. Values never
+appear in logs, errors or notes; per-type counts and the policy digest do.
+
+On the way out, ``response`` restores every string of the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 
-from gateway.config import PIIDetectionConfig, RoutePIIPolicy
+from gateway.config import PIIDetectionConfig
 from gateway.errors import GatewayError, bad_request
-from gateway.pii.detector import DetectionError, Finding, PIIDetector
-from gateway.pii.restore import StreamRestorer, restore
-from gateway.pii.vault import LITERAL, PLACEHOLDER, PlaceholderVault
+from gateway.pii.coreference import propagate
+from gateway.pii.detector import (
+    CancelToken,
+    DetectionCancelled,
+    DetectionError,
+    Finding,
+    PIIDetector,
+)
+from gateway.pii.escapes import decode_escapes, token_span
+from gateway.pii.findings import merge
+from gateway.pii.introduced import IntroducedRedactor
+from gateway.pii.policy import RoutePolicy
+from gateway.pii.response import ResponseRestorer, StreamRestoration
+from gateway.pii.vault import LITERAL, PLACEHOLDER, PlaceholderVault, safe_form
+from gateway.pii.walk import Leaf, RequestWalk
 from gateway.pipeline import ChatExchange, Chunk
 
 log = logging.getLogger("gateway.pii")
 
-# Values the protocol restricts to identifiers; everything else is scanned.
-UNSCANNED_KEYS = frozenset({"model", "role", "type"})
-# Types used for "anything of this kind", e.g. a route that lists PERSON covers NER names.
-ALIASES = {"EMAIL": "EMAIL_ADDRESS", "PHONE": "PHONE_NUMBER", "SSN": "US_SSN", "IBAN": "IBAN_CODE"}
+CANCEL_NOTE = "cancel"
 
 
 def detection_failed() -> GatewayError:
@@ -49,81 +60,19 @@ def detection_failed() -> GatewayError:
     )
 
 
-@dataclass
-class RoutePolicy:
-    """A route's PII policy, resolved against what the detector can find."""
+@dataclass(frozen=True)
+class _Job:
+    """One detector call: a leaf's text, or its decoded view."""
 
-    mode: str
-    entities: frozenset[str]
-    redact_introduced: bool
-    digest: str
-
-    @classmethod
-    def resolve(cls, policy: RoutePIIPolicy, detector: PIIDetector) -> RoutePolicy:
-        known = set(detector.entity_types)
-        wanted = {ALIASES.get(e.upper(), e.upper()) for e in policy.entities} or known
-        unknown = sorted(wanted - known)
-        if unknown:
-            raise ValueError(f"unknown PII entity types {unknown}; known: {sorted(known)}")
-        canonical = {
-            "mode": policy.mode,
-            "entities": sorted(wanted),
-            "redact_introduced": policy.redact_introduced,
-            "ner": detector.uses_ner,
-            "allow_raw_pii": policy.allow_raw_pii,
-        }
-        digest = hashlib.sha256(
-            json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
-        ).hexdigest()
-        return cls(policy.mode, frozenset(wanted), policy.redact_introduced, digest)
-
-
-@dataclass
-class _Slot:
-    """Where a scanned string lives, so the transformed one can be put back."""
-
-    container: Any
-    key: Any
+    leaf: int
+    shadow: bool
     text: str
-    json_doc: Any = None  # parsed tool-call arguments, re-serialised after transformation
-    parts: list[_Slot] = field(default_factory=list)
+    field: str | None
 
 
-def _collect(node: Any, out: list[_Slot]) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in UNSCANNED_KEYS and isinstance(value, str):
-                continue
-            if key == "arguments" and isinstance(value, str):
-                out.append(_arguments_slot(node, key, value))
-            elif isinstance(value, str):
-                out.append(_Slot(node, key, value))
-            else:
-                _collect(value, out)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            if isinstance(value, str):
-                out.append(_Slot(node, index, value))
-            else:
-                _collect(value, out)
-
-
-def _arguments_slot(container: dict[str, Any], key: str, text: str) -> _Slot:
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return _Slot(container, key, text)
-    holder = [doc]
-    parts: list[_Slot] = []
-    if isinstance(doc, str):
-        parts.append(_Slot(holder, 0, doc))
-    else:
-        _collect(doc, parts)
-    return _Slot(container, key, text, json_doc=holder, parts=parts)
-
-
-def _literal_findings(text: str) -> list[Finding]:
-    return [Finding(m.start(), m.end(), LITERAL, 1.0) for m in PLACEHOLDER.finditer(text)]
+def _literals(text: str) -> list[Finding]:
+    """Client text that already looks like a placeholder: vaulted, so it cannot be confused."""
+    return [Finding(m.start(), m.end(), LITERAL, 0.0) for m in PLACEHOLDER.finditer(text)]
 
 
 class PIIStage:
@@ -132,11 +81,11 @@ class PIIStage:
     def __init__(
         self,
         detector: PIIDetector,
-        policies: dict[str, RoutePolicy],
+        policies: Mapping[str, RoutePolicy],
         config: PIIDetectionConfig,
     ) -> None:
         self._detector = detector
-        self._policies = policies
+        self._policies = dict(policies)
         self._config = config
 
     @property
@@ -152,23 +101,31 @@ class PIIStage:
         exchange.notes["pii"] = {"policy_digest": policy.digest, "mode": policy.mode, "counts": {}}
         if policy.mode == "off":
             return
-        slots: list[_Slot] = []
-        _collect(exchange.upstream_body, slots)
-        leaves = [p for s in slots for p in (s.parts or [s])]
+        walk = RequestWalk.of(exchange.upstream_body)
+        cancel = exchange.notes.get(CANCEL_NOTE)
+        if not isinstance(cancel, CancelToken):
+            cancel = exchange.notes[CANCEL_NOTE] = CancelToken()
         started = time.perf_counter()
         try:
             findings = await asyncio.wait_for(
-                self._detect_all([leaf.text for leaf in leaves]), timeout=self._config.timeout_s
+                self._detect(walk.leaves, cancel), timeout=self._config.timeout_s
             )
         except (DetectionError, TimeoutError) as exc:
+            cancel.cancel()
             log.error(
                 "PII detection failed (%s); request %s refused",
                 type(exc).__name__,
                 exchange.request_id,
             )
             raise detection_failed() from None
+        except BaseException:
+            cancel.cancel()  # the request was given up (client gone): stop the work
+            raise
         exchange.notes["pii_detect_ms"] = round((time.perf_counter() - started) * 1000, 3)
         relevant = [[f for f in found if f.entity_type in policy.entities] for found in findings]
+        relevant = propagate([leaf.text for leaf in walk.leaves], relevant)
+        if policy.redact_introduced:
+            exchange.notes["pii_client_strings"] = [leaf.text for leaf in walk.leaves]
         if policy.mode == "block":
             types = sorted({f.entity_type for found in relevant for f in found})
             if types:
@@ -180,196 +137,135 @@ class PIIStage:
                 )
             return
         vault = PlaceholderVault()
-        for leaf, found in zip(leaves, relevant, strict=True):
-            leaf.container[leaf.key] = self._replace(leaf.text, found, vault, policy.mode)
-        for slot in slots:
-            if slot.json_doc is not None:
-                slot.container[slot.key] = json.dumps(slot.json_doc[0], ensure_ascii=False)
+        for leaf, found in zip(walk.leaves, relevant, strict=True):
+            replacement = self._replacement(leaf, found, vault, policy.mode)
+            if replacement is not None:
+                leaf.put(replacement)
+        walk.finish()
         exchange.notes["pii"]["counts"] = vault.counts()
         if policy.mode == "tokenize":
             exchange.notes["pii_vault"] = vault
 
-    async def _detect_all(self, texts: list[str]) -> list[list[Finding]]:
-        heavy = self._detector.uses_ner or sum(map(len, texts)) > self._config.offload_chars
+    async def _detect(self, leaves: list[Leaf], cancel: CancelToken) -> list[list[Finding]]:
+        """Findings per leaf, in the leaf's own coordinates."""
+        jobs: list[_Job] = []
+        shadows = [decode_escapes(leaf.text) for leaf in leaves]
+        for index, leaf in enumerate(leaves):
+            jobs.append(_Job(index, False, leaf.text, leaf.field))
+            shadow = shadows[index]
+            if shadow is not None:
+                jobs.append(_Job(index, True, shadow.text, leaf.field))
+        direct: list[list[Finding]] = [[] for _ in leaves]
+        decoded: list[list[Finding]] = [[] for _ in leaves]
+        for batch in self._batches(jobs):
+            if cancel.cancelled:
+                raise DetectionCancelled("the request was given up")
+            results = await self._run(batch, cancel)
+            for job, found in zip(batch, results, strict=True):
+                target = decoded if job.shadow else direct
+                target[job.leaf] += found
+        out: list[list[Finding]] = []
+        for index, leaf in enumerate(leaves):
+            found = direct[index]
+            shadow = shadows[index]
+            if shadow is not None:
+                for f in merge(decoded[index]):
+                    start, end = token_span(leaf.text, *shadow.original_span(f.start, f.end))
+                    found.append(Finding(start, end, f.entity_type, f.score))
+            out.append(merge(found))
+        return out
+
+    def _batches(self, jobs: list[_Job]) -> Iterable[list[_Job]]:
+        """Jobs grouped so each worker-thread hop does a bounded amount of text."""
+        batch: list[_Job] = []
+        size = 0
+        for job in jobs:
+            if batch and size + len(job.text) > max(self._config.offload_chars, 1):
+                yield batch
+                batch, size = [], 0
+            batch.append(job)
+            size += len(job.text)
+        if batch:
+            yield batch
+
+    async def _run(self, batch: list[_Job], cancel: CancelToken) -> list[list[Finding]]:
+        def work() -> list[list[Finding]]:
+            return [self._detector.detect(j.text, field=j.field, cancel=cancel) for j in batch]
+
+        heavy = self._detector.uses_ner or sum(len(j.text) for j in batch) > (
+            self._config.offload_chars
+        )
         if heavy:
-            return await asyncio.to_thread(lambda: [self._detector.detect(t) for t in texts])
-        return [self._detector.detect(t) for t in texts]
+            return await asyncio.to_thread(work)
+        await asyncio.sleep(0)  # let other requests run between batches
+        return work()
 
     @staticmethod
-    def _replace(text: str, findings: list[Finding], vault: PlaceholderVault, mode: str) -> str:
-        spans = sorted([*findings, *_literal_findings(text)], key=lambda f: f.start)
+    def _replacement(
+        leaf: Leaf, findings: list[Finding], vault: PlaceholderVault, mode: str
+    ) -> str | None:
+        """What the upstream gets instead of ``leaf``, or None to leave it as it is."""
+        if leaf.number:
+            if not findings:
+                return None
+            kind = findings[0].entity_type
+            if mode == "tokenize":
+                return vault.placeholder_for(kind, leaf.text, number=True)
+            return f"<{kind}>"
+        spans = merge([*findings, *_literals(leaf.text)])
         if not spans:
-            return text
+            return None
+        text = leaf.text
         out: list[str] = []
         cursor = 0
-        for finding in spans:
-            if finding.start < cursor:
-                continue  # a literal inside a finding: the finding already hides it
-            out.append(text[cursor : finding.start])
-            value = text[finding.start : finding.end]
-            if mode == "tokenize" or finding.entity_type == LITERAL:
-                out.append(vault.placeholder_for(finding.entity_type, value))
-            else:
-                out.append(f"<{finding.entity_type}>")
-            cursor = finding.end
+        for span in spans:
+            out.append(text[cursor : span.start])
+            out.append(_mask(span, text[span.start : span.end], vault, mode, leaf.restricted))
+            cursor = span.end
         out.append(text[cursor:])
         return "".join(out)
 
     # -- response side ----------------------------------------------------------------------
-    def _introduced_redactor(self, exchange: ChatExchange) -> Callable[[str], str] | None:
+    def _redactor(self, exchange: ChatExchange) -> Callable[[str], str] | None:
         policy = self._policies[exchange.request.model]
         if not policy.redact_introduced or policy.mode == "off":
             return None
-
-        def redact(text: str) -> str:
-            try:
-                found = [f for f in self._detector.detect(text) if f.entity_type in policy.entities]
-            except DetectionError:
-                return "[response withheld: PII check failed]"
-            for f in sorted(found, key=lambda f: f.start, reverse=True):
-                if PLACEHOLDER.fullmatch(text, f.start, f.end):
-                    continue
-                text = text[: f.start] + f"<{f.entity_type}>" + text[f.end :]
-            return text
-
-        return redact
+        strings = exchange.notes.get("pii_client_strings") or ()
+        return IntroducedRedactor(self._detector, policy.entities, strings).redact
 
     async def on_completion(self, exchange: ChatExchange, completion: Chunk) -> Chunk:
         vault: PlaceholderVault | None = exchange.notes.get("pii_vault")
-        redact = self._introduced_redactor(exchange)
+        redact = self._redactor(exchange)
         if vault is None and redact is None:
             return completion
-        vault = vault or PlaceholderVault()
-        for choice in completion.get("choices") or ():
-            message = choice.get("message") or {}
-            for key in ("content", "refusal"):
-                if isinstance(message.get(key), str):
-                    text = redact(message[key]) if redact else message[key]
-                    message[key] = restore(text, vault)
-            for call in message.get("tool_calls") or ():
-                function = call.get("function") or {}
-                if isinstance(function.get("arguments"), str):
-                    function["arguments"] = restore(function["arguments"], vault, json_escaped=True)
-        return completion
+        restored = ResponseRestorer(vault or PlaceholderVault(), redact).walk(completion)
+        assert isinstance(restored, dict)
+        return restored
 
     async def on_stream(
         self, exchange: ChatExchange, chunks: AsyncIterator[Chunk]
     ) -> AsyncIterator[Chunk]:
         vault: PlaceholderVault | None = exchange.notes.get("pii_vault")
-        redact = self._introduced_redactor(exchange)
+        redact = self._redactor(exchange)
         shape = _StreamShape(exchange.request.model)
         if vault is None and redact is None:
             async for chunk in chunks:
                 yield shape.fill(chunk)
             return
-        restorers = _Restorers(vault or PlaceholderVault(), redact)
+        restoration = StreamRestoration(vault or PlaceholderVault(), redact)
         async for chunk in chunks:
-            chunk = shape.fill(chunk)
-            for choice in chunk.get("choices") or ():
-                index = choice.get("index", 0)
-                delta = choice.get("delta") or {}
-                if isinstance(delta.get("content"), str):
-                    delta["content"] = restorers.content(index).push(delta["content"])
-                for call in delta.get("tool_calls") or ():
-                    function = call.get("function") or {}
-                    if isinstance(function.get("arguments"), str):
-                        key = (index, call.get("index", 0))
-                        function["arguments"] = restorers.arguments(key).push(function["arguments"])
-                if choice.get("finish_reason") is not None:
-                    # Release what was held back in this same chunk, before its finish.
-                    _append(delta, restorers.flush(index))
-                    choice["delta"] = delta
-            yield chunk
-        for index in restorers.open_choices():
-            tail = restorers.flush(index)
+            yield restoration.chunk(shape.fill(chunk))
+        for index in restoration.open_choices():
+            tail = restoration.tails(index)
             if tail:
-                yield shape.fill(
-                    {"choices": [{"index": index, "delta": tail, "finish_reason": None}]}
-                )
+                yield shape.fill({"choices": [{"index": index, **tail, "finish_reason": None}]})
 
 
-def _append(delta: dict[str, Any], tail: dict[str, Any] | None) -> None:
-    if not tail:
-        return
-    if "content" in tail:
-        delta["content"] = (delta.get("content") or "") + tail["content"]
-    if "tool_calls" in tail:
-        delta.setdefault("tool_calls", []).extend(tail["tool_calls"])
-
-
-class _Restorers:
-    def __init__(self, vault: PlaceholderVault, redact: Callable[[str], str] | None) -> None:
-        self._vault = vault
-        self._redact = redact
-        self._content: dict[int, _LineRedactingRestorer | StreamRestorer] = {}
-        self._arguments: dict[tuple[int, int], StreamRestorer] = {}
-
-    def content(self, index: int) -> _LineRedactingRestorer | StreamRestorer:
-        if index not in self._content:
-            self._content[index] = (
-                _LineRedactingRestorer(self._vault, self._redact)
-                if self._redact
-                else StreamRestorer(self._vault)
-            )
-        return self._content[index]
-
-    def arguments(self, key: tuple[int, int]) -> StreamRestorer:
-        if key not in self._arguments:
-            self._arguments[key] = StreamRestorer(self._vault, json_escaped=True)
-        return self._arguments[key]
-
-    def open_choices(self) -> list[int]:
-        return sorted({*self._content, *(k[0] for k in self._arguments)})
-
-    def flush(self, index: int) -> dict[str, Any] | None:
-        delta: dict[str, Any] = {}
-        restorer = self._content.pop(index, None)
-        if restorer is not None:
-            tail = restorer.finish()
-            if tail:
-                delta["content"] = tail
-        calls = []
-        for key in sorted(k for k in self._arguments if k[0] == index):
-            tail = self._arguments.pop(key).finish()
-            if tail:
-                calls.append({"index": key[1], "function": {"arguments": tail}})
-        if calls:
-            delta["tool_calls"] = calls
-        return delta or None
-
-
-class _LineRedactingRestorer:
-    """Restores and, for routes that redact what the upstream introduced, checks whole lines.
-
-    Detection needs context, so text is released a line at a time (or every
-    ``MAX_LINE`` characters), at the cost of some latency on such routes.
-    """
-
-    MAX_LINE = 400
-
-    def __init__(self, vault: PlaceholderVault, redact: Callable[[str], str] | None) -> None:
-        self._vault = vault
-        self._redact = redact
-        self._held = ""
-
-    def _release(self, text: str) -> str:
-        if self._redact is not None:
-            text = self._redact(text)
-        return restore(text, self._vault)
-
-    def push(self, text: str) -> str:
-        self._held += text
-        cut = self._held.rfind("\n") + 1
-        if cut == 0 and len(self._held) >= self.MAX_LINE:
-            cut = self._held.rfind(" ", 0, len(self._held) - 60) + 1 or len(self._held)
-        if cut == 0:
-            return ""
-        ready, self._held = self._held[:cut], self._held[cut:]
-        return self._release(ready)
-
-    def finish(self) -> str:
-        tail, self._held = self._held, ""
-        return self._release(tail) if tail else ""
+def _mask(span: Finding, value: str, vault: PlaceholderVault, mode: str, restricted: bool) -> str:
+    if mode == "tokenize" or span.entity_type == LITERAL:
+        placeholder = vault.placeholder_for(span.entity_type, value)
+        return safe_form(placeholder) if restricted else placeholder
+    return f"__pii_{span.entity_type}__" if restricted else f"<{span.entity_type}>"
 
 
 class _StreamShape:

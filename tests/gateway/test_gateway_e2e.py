@@ -196,14 +196,18 @@ def test_rate_limit_answers_429_with_retry_after(gateway: RunningGateway) -> Non
     assert error["type"] == "requests"
 
 
-def test_request_id_is_honoured_when_well_formed_and_replaced_otherwise(
+def test_request_id_is_always_the_gateways_and_a_client_id_is_only_echoed_back(
     gateway: RunningGateway,
 ) -> None:
     with gateway.client() as client:
         ok = client.get("/health", headers={"x-request-id": "client-id.42"})
-        assert ok.headers["x-request-id"] == "client-id.42"
+        assert ok.headers["x-request-id"].startswith("req_")
+        assert ok.headers["x-client-request-id"] == "client-id.42"
+        own = client.get("/health", headers={"x-client-request-id": "mine-7"})
+        assert own.headers["x-client-request-id"] == "mine-7"
         bad = client.get("/health", headers={"x-request-id": "has spaces; and=stuff"})
         assert bad.headers["x-request-id"].startswith("req_")
+        assert "x-client-request-id" not in bad.headers
         error = client.post("/v1/chat/completions", json={})
         assert error.headers["x-request-id"].startswith("req_")
 

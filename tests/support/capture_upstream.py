@@ -10,6 +10,12 @@ A request whose last user message starts with ``CALL_TOOL`` is answered with a t
 whose arguments are ``{"text": <the message>}``; one starting with ``INTRODUCE`` is echoed
 after an e-mail address of the upstream's own, ``intruder@example.net``; one starting with
 ``please-reject`` gets a 400 in OpenAI's error shape.
+
+For the response-side tests: ``ECHO_ARGS`` answers with a tool call whose arguments are
+those of the last tool call in the request, exactly as received; ``ECHO_NAME`` appends
+`` name=<the message's name>`` to the echo; ``REASONING`` also sends the echo in fields
+outside ``content`` (``delta.reasoning_content`` / ``message.reasoning_content`` and a
+top-level ``provider_note``), after an e-mail address of the upstream's own.
 """
 
 from __future__ import annotations
@@ -30,6 +36,20 @@ def last_user_text(body: dict[str, Any]) -> str:
             if isinstance(content, list):
                 return "".join(p.get("text", "") for p in content)
             return str(content or "")
+    return ""
+
+
+def last_user_message(body: dict[str, Any]) -> dict[str, Any]:
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") == "user":
+            return dict(message)
+    return {}
+
+
+def last_tool_call_arguments(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages", [])):
+        for call in message.get("tool_calls") or ():
+            return str(call.get("function", {}).get("arguments", ""))
     return ""
 
 
@@ -80,8 +100,17 @@ def make_app(record: Path) -> Any:
             return
         if text.startswith("INTRODUCE"):
             text = "Ask intruder@example.net. " + text
-        if text.startswith("CALL_TOOL"):
-            arguments = json.dumps({"text": text})
+        if text.startswith("ECHO_NAME"):
+            text += " name=" + str(last_user_message(body).get("name"))
+        if text.startswith("REASONING"):
+            await _reasoning(send, body, text)
+            return
+        if text.startswith("CALL_TOOL") or text.startswith("ECHO_ARGS"):
+            arguments = (
+                json.dumps({"text": text})
+                if text.startswith("CALL_TOOL")
+                else last_tool_call_arguments(body)
+            )
             message = {
                 "role": "assistant",
                 "content": None,
@@ -192,6 +221,34 @@ def make_app(record: Path) -> Any:
         )
 
     return app
+
+
+async def _reasoning(send: Any, body: dict[str, Any], text: str) -> None:
+    thought = "Think of intruder@example.net. " + text
+    if body.get("stream"):
+        events = [
+            {"provider_note": text, "choices": [{"index": 0, "delta": {"reasoning_content": ch}}]}
+            for ch in thought
+        ]
+        events += [{"choices": [{"index": 0, "delta": {"content": ch}}]} for ch in text]
+        await _stream(send, events)
+        return
+    message = {"role": "assistant", "content": text, "reasoning_content": thought}
+    await _respond(
+        send,
+        200,
+        b"application/json",
+        json.dumps(
+            {
+                "id": "chatcmpl-capture",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model"),
+                "provider_note": text,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            }
+        ).encode(),
+    )
 
 
 async def _respond(send: Any, status: int, content_type: bytes, payload: bytes) -> None:

@@ -32,3 +32,10 @@ def test_wrong_role_is_an_invalid_value() -> None:
     error = error_for({"model": "m", "messages": [{"role": "robot", "content": "x"}]})
     assert error["param"] == "messages[0].role"
     assert error["code"] == "invalid_value"
+
+
+def test_unknown_parameter_that_is_not_an_identifier_is_not_echoed() -> None:
+    for key in ("maria.gonzalez@example-health.org", "078-05-1120"):
+        error = error_for({"model": "m", "messages": [{"role": "user", "content": "x"}], key: 1})
+        assert key not in error["message"] and error["param"] is None
+        assert error["code"] == "unknown_parameter"

@@ -1,0 +1,365 @@
+"""Paths an attacker found around the PII stage, each closed against a real gateway process.
+
+Values are planted through each path; the capture upstream records every byte it receives,
+and none of them may hold a planted value, raw or JSON-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.auth import hash_key
+from tests.conftest import CaptureUpstream
+from tests.gateway.conftest import RunningGateway, free_port, start_gateway, stop_gateway
+from tests.pii.conftest import pii_gateway_config
+from tests.pii.test_pii_e2e import PLANTED
+
+EMAIL = PLANTED["email"]
+SSN = PLANTED["ssn"]
+CARD_DIGITS = "4111111111111111"
+OTHER_KEY = "sk-test-other-0123456789"
+
+
+def forms(value: str) -> set[str]:
+    escaped = json.dumps(value)[1:-1]
+    return {value, escaped, json.dumps(value, ensure_ascii=True)[1:-1]}
+
+
+def received_since(capture: CaptureUpstream, before: int) -> str:
+    out = b""
+    for request in capture.requests()[before:]:
+        out += base64.b64decode(request["body"]) + json.dumps(request["headers"]).encode()
+    return out.decode("utf-8", "replace")
+
+
+def assert_none_arrived(capture: CaptureUpstream, before: int, *values: str) -> None:
+    received = received_since(capture, before)
+    assert len(capture.requests()) > before, "nothing was forwarded at all"
+    for value in values:
+        for form in forms(value):
+            assert form not in received, f"{value!r} reached the upstream as {form!r}"
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def chat(gateway: RunningGateway, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
+    with gateway.client() as client:
+        return client.post("/v1/chat/completions", json=body, **kwargs)
+
+
+def streamed_text(response: httpx.Response) -> tuple[str, dict[str, str]]:
+    """The streamed content and every other delta field, concatenated per field."""
+    content = ""
+    fields: dict[str, str] = {}
+    for line in response.text.splitlines():
+        if not line.startswith("data: {"):
+            continue
+        event = json.loads(line[6:])
+        for choice in event.get("choices") or ():
+            for key, value in (choice.get("delta") or {}).items():
+                if isinstance(value, str) and key != "role":
+                    if key == "content":
+                        content += value
+                    else:
+                        fields[key] = fields.get(key, "") + value
+        for key, value in event.items():
+            if isinstance(value, str) and key not in {"id", "object", "model"}:
+                fields.setdefault("top." + key, value)
+    return content, fields
+
+
+def tool_message(arguments: str, name: str = "lookup", call_id: str = "call_0") -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        ],
+    }
+
+
+def test_strings_under_type_role_model_keys_object_keys_and_numbers_never_arrive(
+    pii_gateway: RunningGateway, capture: CaptureUpstream
+) -> None:
+    before = len(capture.requests())
+    arguments = json.dumps(
+        {"type": EMAIL, "role": SSN, "model": PLANTED["card"], EMAIL: 1, "card": int(CARD_DIGITS)}
+    )
+    schema = {
+        "type": "object",
+        "properties": {EMAIL: {"type": SSN}, "model": {"type": "string"}},
+        "required": [EMAIL],
+    }
+    body = {
+        "model": "capture",
+        "messages": [{"role": "user", "content": "hello"}, tool_message(arguments)],
+        "tools": [{"type": "function", "function": {"name": "lookup", "parameters": schema}}],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "out", "schema": {"type": EMAIL, "properties": {SSN: {}}}},
+        },
+    }
+    response = chat(pii_gateway, body)
+    assert response.status_code == 200, response.text
+    assert_none_arrived(capture, before, EMAIL, SSN, PLANTED["card"], CARD_DIGITS)
+
+
+def test_escaped_values_in_invalid_arguments_and_in_content_never_arrive(
+    pii_gateway: RunningGateway, capture: CaptureUpstream
+) -> None:
+    before = len(capture.requests())
+    hidden = EMAIL.replace("@", "\\u0040")
+    surrogate = "\\ud83d\\ude00" + EMAIL.replace("@", "\\u0040").replace(".", "\\u002E")
+    body = {
+        "model": "capture",
+        "messages": [
+            {"role": "user", "content": f"mail {surrogate} today"},
+            tool_message('{"to": "' + hidden + '", "broken'),
+        ],
+    }
+    response = chat(pii_gateway, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == f"mail {surrogate} today"
+    assert_none_arrived(capture, before, EMAIL, hidden, surrogate, EMAIL.split("@")[0])
+
+
+def test_tool_call_keys_and_numbers_come_back_exactly_as_the_client_sent_them(
+    pii_gateway: RunningGateway, capture: CaptureUpstream
+) -> None:
+    original = {EMAIL: "primary", "card": int(CARD_DIGITS), "count": 2, "ssn": SSN}
+    body = {
+        "model": "capture",
+        "messages": [
+            tool_message(json.dumps(original)),
+            {"role": "user", "content": "ECHO_ARGS please"},
+        ],
+    }
+    before = len(capture.requests())
+    response = chat(pii_gateway, body)
+    arguments = response.json()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(arguments) == original
+    streamed = chat(pii_gateway, {**body, "stream": True})
+    text = ""
+    for line in streamed.text.splitlines():
+        if line.startswith("data: {"):
+            for choice in json.loads(line[6:]).get("choices") or ():
+                for call in choice.get("delta", {}).get("tool_calls") or ():
+                    text += call.get("function", {}).get("arguments") or ""
+    assert json.loads(text) == original
+    assert_none_arrived(capture, before, EMAIL, CARD_DIGITS, SSN)
+
+
+def test_participant_name_placeholder_fits_the_name_alphabet_and_is_restored(
+    pii_gateway: RunningGateway, capture: CaptureUpstream
+) -> None:
+    before = len(capture.requests())
+    body = {
+        "model": "capture",
+        "messages": [{"role": "user", "content": "ECHO_NAME hi", "name": EMAIL}],
+    }
+    response = chat(pii_gateway, body)
+    assert response.json()["choices"][0]["message"]["content"] == f"ECHO_NAME hi name={EMAIL}"
+    sent = json.loads(base64.b64decode(capture.requests()[-1]["body"]))
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", sent["messages"][0]["name"])
+    assert_none_arrived(capture, before, EMAIL)
+
+
+@pytest.mark.parametrize("model", ["capture", "capture-introduced"])
+def test_fields_beyond_content_are_restored_and_introduced_values_redacted(
+    pii_gateway: RunningGateway, capture: CaptureUpstream, model: str
+) -> None:
+    mine = f"REASONING about {EMAIL} and <PERSON_1>"
+    body = {"model": model, "messages": [{"role": "user", "content": mine}]}
+    introduced = "<EMAIL_ADDRESS>" if model == "capture-introduced" else "intruder@example.net"
+    message_body = chat(pii_gateway, body).json()
+    message = message_body["choices"][0]["message"]
+    assert message["content"] == mine
+    assert message["reasoning_content"] == f"Think of {introduced}. {mine}"
+    assert message_body["provider_note"] == mine
+    content, fields = streamed_text(chat(pii_gateway, {**body, "stream": True}))
+    assert content == mine
+    assert fields["reasoning_content"] == f"Think of {introduced}. {mine}"
+    assert fields["top.provider_note"] == mine
+
+
+VARIED = [
+    f"Patient {PLANTED['name']} wrote from {EMAIL}.",
+    f"{EMAIL}{EMAIL} back to back",
+    f"<{EMAIL}>",
+    f"card={PLANTED['card']};ssn={SSN}",
+    "literal <PERSON_1> and <EMAIL_ADDRESS_1> and __pii_PERSON_1__ stay",
+    "MAX_RETRIES_3 and __init__ and <b>bold</b> are ordinary",
+    f"unicode Zoë Ünal 日本語 {EMAIL} ✓",
+    f'json {{"email": "{EMAIL}", "n": 1}}',
+    f"newline\n{SSN}\nend",
+    f"phone {PLANTED['phone']} intl {PLANTED['intl_phone']}",
+    f"iban {PLANTED['iban']} ip {PLANTED['ip']}",
+    f"tabs\t{EMAIL}\t<",
+    "ends with a lone <",
+    "ends with __pii_",
+    f"< {EMAIL} >",
+    f"{SSN}",
+    "",
+]
+
+
+def varied_texts() -> list[str]:
+    texts = [t for t in VARIED if t]
+    # A lone PEM body line is only a secret in its PEM context: not planted bare here.
+    values = [v for k, v in PLANTED.items() if k != "private_key_line"]
+    for index in range(40):
+        value = values[index % len(values)]
+        texts.append(f"case {index}: <<{value}>> __{value}__ {'x' * (index % 7)}<")
+    return texts
+
+
+@pytest.mark.parametrize("model", ["capture", "capture-introduced"])
+def test_restore_is_exact_for_many_varied_texts_streamed_and_not(
+    pii_gateway: RunningGateway, capture: CaptureUpstream, model: str
+) -> None:
+    texts = varied_texts()
+    assert len(texts) >= 50
+    with pii_gateway.client() as client:
+        for text in texts:
+            body = {"model": model, "messages": [{"role": "user", "content": text}]}
+            answer = client.post("/v1/chat/completions", json=body).json()
+            assert answer["choices"][0]["message"]["content"] == text
+            streamed = client.post("/v1/chat/completions", json={**body, "stream": True})
+            assert streamed_text(streamed)[0] == text
+
+
+def test_unknown_model_name_is_not_echoed_logged_or_signed(pii_gateway: RunningGateway) -> None:
+    model = f"gpt-{SSN}"
+    response = chat(pii_gateway, {"model": model, "messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == 404
+    assert SSN not in response.text
+    claims = claims_of(response.headers["x-attestation-token"])
+    assert SSN not in json.dumps(claims)
+    assert claims["model"]["name"] is None and claims["model"]["requested_sha256"]
+    assert SSN not in pii_gateway.log_path.read_text(errors="replace")
+
+
+def test_ssn_shaped_request_id_is_only_echoed_back_to_the_client(
+    pii_gateway: RunningGateway, capture: CaptureUpstream
+) -> None:
+    before = len(capture.requests())
+    response = chat(
+        pii_gateway,
+        {"model": "capture", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-request-id": "123-45-6789"},
+    )
+    assert response.headers["x-request-id"].startswith("req_")
+    assert response.headers["x-client-request-id"] == "123-45-6789"
+    assert "123-45-6789" not in json.dumps(claims_of(response.headers["x-attestation-token"]))
+    assert_none_arrived(capture, before, "123-45-6789")
+    assert "123-45-6789" not in pii_gateway.log_path.read_text(errors="replace")
+
+
+def test_unrecognized_argument_named_like_pii_is_not_echoed(pii_gateway: RunningGateway) -> None:
+    body = {"model": "capture", "messages": [{"role": "user", "content": "x"}], EMAIL: 1}
+    response = chat(pii_gateway, body)
+    assert response.status_code == 400
+    assert EMAIL not in response.text
+
+
+@pytest.fixture(scope="module")
+def fallback_gateway(
+    tmp_path_factory: pytest.TempPathFactory, capture: CaptureUpstream
+) -> Iterator[RunningGateway]:
+    tmp = tmp_path_factory.mktemp("pii-fallback")
+    config = pii_gateway_config(tmp, capture)
+    dead = f"https://127.0.0.1:{free_port()}/v1"
+    config["models"] = [
+        {
+            # An in-guest route (an attested engine) that is down, with PII handling off.
+            "name": "local-off",
+            "deployments": [
+                {"kind": "remote", "base_url": dead, "attestation": {"allow_simulated": True}}
+            ],
+            "pii": {"mode": "off"},
+            "fallback": "external",
+        },
+        {
+            "name": "external",
+            "deployments": [{"kind": "remote", "base_url": capture.url + "/v1", "model": "x"}],
+        },
+    ]
+    running = start_gateway(tmp, config, ready_models=["external"])
+    try:
+        yield running
+    finally:
+        stop_gateway(running)
+
+
+def test_off_route_falling_back_outside_the_guest_is_tokenized(
+    fallback_gateway: RunningGateway, capture: CaptureUpstream
+) -> None:
+    before = len(capture.requests())
+    text = f"Write to {EMAIL} about card {PLANTED['card']}"
+    body = {"model": "local-off", "messages": [{"role": "user", "content": text}]}
+    response = chat(fallback_gateway, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == text
+    claims = claims_of(response.headers["x-attestation-token"])
+    assert claims["pii"]["mode"] == "tokenize"
+    streamed = chat(fallback_gateway, {**body, "stream": True})
+    assert streamed_text(streamed)[0] == text
+    assert_none_arrived(capture, before, EMAIL, PLANTED["card"])
+
+
+@pytest.fixture(scope="module")
+def small_timeout_gateway(
+    tmp_path_factory: pytest.TempPathFactory, capture: CaptureUpstream
+) -> Iterator[RunningGateway]:
+    tmp = tmp_path_factory.mktemp("pii-starve")
+    config = pii_gateway_config(tmp, capture, timeout_s=3)
+    config["api_keys"].append({"name": "other", "sha256": hash_key(OTHER_KEY)})
+    config["listener"]["max_body_bytes"] = 8 * 1024 * 1024
+    running = start_gateway(tmp, config)
+    try:
+        yield running
+    finally:
+        stop_gateway(running)
+
+
+def test_huge_request_is_refused_while_other_tenants_keep_being_served(
+    small_timeout_gateway: RunningGateway, capture: CaptureUpstream
+) -> None:
+    huge = " ".join(f"word{i} Mr Smith lives at {i} Main Street" for i in range(16_000))[:600_000]
+
+    def big() -> httpx.Response:
+        with small_timeout_gateway.client(timeout=120) as client:
+            body = {"model": "capture", "messages": [{"role": "user", "content": huge}]}
+            return client.post("/v1/chat/completions", json=body)
+
+    def small(index: int) -> httpx.Response:
+        with small_timeout_gateway.client(OTHER_KEY, timeout=60) as client:
+            body = {
+                "model": "capture",
+                "messages": [{"role": "user", "content": f"note {index} for {EMAIL}"}],
+            }
+            return client.post("/v1/chat/completions", json=body)
+
+    answers: list[httpx.Response] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        refused = pool.submit(big)
+        while not refused.done() and len(answers) < 300:
+            answers += [f.result() for f in [pool.submit(small, i) for i in range(3)]]
+        big_answer = refused.result()
+        answers += [pool.submit(small, i).result() for i in range(3)]
+    assert big_answer.status_code == 503
+    assert big_answer.json()["error"]["code"] == "pii_detection_failed"
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert EMAIL in answer.json()["choices"][0]["message"]["content"]
