@@ -4,7 +4,8 @@
 
 Targets: the mock itself (``direct``); this gateway over plain HTTP on loopback with PII off
 (``gateway-http``, the like-for-like comparison), with PII tokenization by patterns
-(``gateway-http-pii``), and as it ships: TLS, tokenization, NER (``gateway-tls-pii-ner``);
+(``gateway-http-pii``), as it ships: TLS and tokenization (``gateway-tls-pii``), and with
+spaCy NER on top (``gateway-tls-pii-ner``);
 and the LiteLLM proxy (``litellm``, plain HTTP, one worker, offline: local cost map, no
 telemetry). LiteLLM lives in its own virtualenv under ~/.cache, created on first use. Each
 prompt is new text carrying an e-mail address, a card number and a phone number.
@@ -52,6 +53,7 @@ PROMPT = (
 GATEWAY_VARIANTS = [
     ("gateway-http", True, "off", "off"),
     ("gateway-http-pii", True, "tokenize", "off"),
+    ("gateway-tls-pii", False, "tokenize", "off"),  # the shipped default (config/gateway.yaml)
     ("gateway-tls-pii-ner", False, "tokenize", "on"),
 ]
 _counter = iter(range(10**9))

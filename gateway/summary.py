@@ -44,8 +44,8 @@ def startup_summary(
     ]
     lines.append(f"  api keys     {len(config.api_keys)} configured")
     lines.append(
-        "  pii          patterns + encodings"
-        + (" + NER (spaCy en_core_web_sm)" if pii.uses_ner else " (NER off)")
+        "  pii          recognizers + name gazetteers + encodings"
+        + (" + NER (spaCy en_core_web_sm)" if pii.uses_ner else "")
     )
     by_name = {e.name: e for e in engines}
     for model in config.models:

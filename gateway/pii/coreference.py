@@ -19,11 +19,18 @@ from gateway.pii.recognizers.names import name_tokens
 MIN_VALUE_CHARS = 4
 
 
-def _alternative(value: str) -> str:
-    escaped = re.escape(value)
-    before = r"(?<![^\W_])" if value[0].isalnum() else ""
-    after = r"(?![^\W_])" if value[-1].isalnum() else ""
-    return before + escaped + after
+def _occurrences(text: str, lowered: str, value: str) -> list[tuple[int, int]]:
+    """Where ``value`` (lowercased) stands in ``text`` as a whole word, case-insensitively."""
+    spans = []
+    start = lowered.find(value)
+    while start >= 0:
+        end = start + len(value)
+        before_ok = not value[0].isalnum() or start == 0 or not text[start - 1].isalnum()
+        after_ok = not value[-1].isalnum() or end == len(text) or not text[end].isalnum()
+        if before_ok and after_ok:
+            spans.append((start, end))
+        start = lowered.find(value, start + 1)
+    return spans
 
 
 def propagate(texts: list[str], findings: list[list[Finding]]) -> list[list[Finding]]:
@@ -33,21 +40,28 @@ def propagate(texts: list[str], findings: list[list[Finding]]) -> list[list[Find
         for f in found:
             value = text[f.start : f.end]
             if len(value.strip()) >= MIN_VALUE_CHARS:
-                kinds.setdefault(value.casefold(), f.entity_type)
+                kinds.setdefault(value.lower(), f.entity_type)
             if f.entity_type == PERSON:
                 for word in name_tokens(value):
-                    kinds.setdefault(word.casefold(), PERSON)
+                    kinds.setdefault(word.lower(), PERSON)
     if not kinds:
         return findings
-    pattern = re.compile(
-        "|".join(_alternative(v) for v in sorted(kinds, key=len, reverse=True)), re.IGNORECASE
-    )
     out: list[list[Finding]] = []
     for text, found in zip(texts, findings, strict=True):
+        lowered = text.lower()
+        if len(lowered) != len(text):  # a few letters change length when lowered
+            extra = [
+                Finding(m.start(), m.end(), kind, 0.7)
+                for value, kind in kinds.items()
+                for m in re.finditer(re.escape(value), text, re.IGNORECASE)
+            ]
+            out.append(merge([*found, *extra]) if extra else found)
+            continue
         extra = [
-            Finding(m.start(), m.end(), kinds[m.group(0).casefold()], 0.7)
-            for m in pattern.finditer(text)
-            if m.group(0).casefold() in kinds
+            Finding(start, end, kind, 0.7)
+            for value, kind in kinds.items()
+            if value in lowered
+            for start, end in _occurrences(text, lowered, value)
         ]
         out.append(merge([*found, *extra]) if extra else found)
     return out

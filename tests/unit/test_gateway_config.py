@@ -90,3 +90,19 @@ def test_unreadable_and_non_yaml_files_are_clear(tmp_path: Path) -> None:
     bad.write_text("models: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_a_bare_yaml_off_means_the_word_off() -> None:
+    import yaml
+
+    from gateway.config import parse_config
+
+    text = """
+api_keys: [{name: k, sha256: "%s"}]
+pii: {ner: off}
+models:
+  - {name: m, deployments: [{kind: local}], pii: {mode: off}}
+""" % ("0" * 64)
+    config = parse_config(yaml.safe_load(text))
+    assert config.pii.ner == "off"
+    assert config.models[0].pii.mode == "off"

@@ -17,7 +17,7 @@ _L = r"A-Za-zÀ-ÖØ-öø-ÿĀ-ſ"  # Latin letters with accents
 _WORD = rf"[{_L}0-9][{_L}0-9'’.\-]*"
 _CAP = rf"[A-ZÀ-ÖØ-ÞĀ-Ž][{_L}'’.\-]*"
 _NUM = (
-    r"\d{1,5}(?:\s?[A-Za-z](?![\w])|-[A-Za-z](?![\w])|[A-Za-z]?(?:\s?-\s?\d{1,5}[A-Za-z]?)?)"
+    r"\d{1,5}(?:\s?[A-Za-z](?![\w])|[-/][A-Za-z0-9]{1,3}(?![\w])|[A-Za-z]?(?:\s?-\s?\d{1,5}[A-Za-z]?)?)"
     r"(?:\s(?:bis|ter|quater)\b)?"
 )
 _EN_SUFFIX = (
@@ -43,7 +43,7 @@ _UNIT = (
     r"(?i:,?\s*(?:apartamento|apartment|apto|appt|apt|suite|ste|unit|flat|floor|fl|room|rm|building|bldg|"
     r"piso|planta|puerta|andar|sala|scala|interno|int|etage|étage|"
     r"bâtiment|bat|stock|whg|wohnung|conj|cj|bloco|bl|lote|casa|og|eg|dg)\.?\s*(?:no\.?\s*)?#?\s*[\w\-/]{1,6}|"
-    r",?\s*#\s?\d{1,5}[A-Za-z]?|,?\s*\d{1,2}\.\s?(?:og|etage|stock|obergeschoss)\b|"
+    r",?\s*#\s?\d{1,5}[A-Za-z]?|,?\s*\d{1,2}\.\s?(?:og|etage|stock|obergeschoss)\b(?:\s(?:links|rechts|mitte))?|"
     r",?\s*\d{1,2}\s?[º°ª](?:\s?[A-Z]\b|\s?(?:piso|planta|andar|izq(?:uierda)?|dcha|derecha))?)"
 )
 _EN_STREET = re.compile(
@@ -105,7 +105,8 @@ _INDIAN_ROAD = re.compile(
     rf"(?:,\s*{_SEGMENT}){{0,5}}(?:\s*[-–,]?\s*\d{{6}}\b)?"
 )
 _ORDINAL_CROSS = re.compile(
-    r"(?i)\b\d{1,2}(?:st|nd|rd|th)\s+(?:cross|main|stage|phase|block)(?:\s+road)?\b"
+    r"(?i)(?<![\w/])(?:\d{1,4}(?:/\d{1,4})?[A-Z]?,\s*)?\b\d{1,2}(?:st|nd|rd|th)\s+"
+    r"(?:cross|main|stage|phase|block)(?:\s+road)?\b"
 )
 _PO_BOX = re.compile(
     r"(?i)\b(?:p\.?\s?o\.?\s?box|post\s+office\s+box|postfach|boîte postale|bp)\s*\d{1,6}\b"
@@ -142,6 +143,8 @@ class AddressRecognizer:
     )
 
     def find(self, text: str) -> Iterator[Finding]:
+        if not any(c.isdigit() for c in text):
+            return  # every shape has a house, plot, road or box number
         for shape in self._shapes:
             for match in shape.finditer(text):
                 if shape is _EN_STREET and not self._real_street(match.group(0)):

@@ -42,6 +42,10 @@ _SHAPES = [
 _SHAPE = re.compile("|".join(f"(?:{pattern})" for pattern, _ in _SHAPES))
 # An AWS secret access key: 40 characters of base64's alphabet, mixed, not a hex digest.
 _AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+# A password by its shape alone: upper and lower case, a digit and a symbol, no spaces.
+_COMPLEX_PASSWORD = re.compile(
+    r"(?<![\w!@#$%^&*?~+=/.\-])[A-Za-z0-9!@#$%^&*?~+=]{8,40}(?![\w!@#$%^&*?~+=/\-])"
+)
 _PASSWORD_IN_URL = re.compile(r"(?<=://)[^\s:/@]{0,64}:(?P<value>[^\s/@]{1,128})(?=@)")
 # "the admin pw was X", "password is X": a secret given in prose.
 _PROSE = re.compile(
@@ -107,6 +111,18 @@ class CredentialRecognizer:
         for match in _AWS_SECRET.finditer(text):
             if _aws_secret_shaped(match.group(0)):
                 yield Finding(match.start(), match.end(), CREDENTIAL, 0.85)
+        for match in _COMPLEX_PASSWORD.finditer(text):
+            value = match.group(0)
+            if (
+                any(c.isupper() for c in value)
+                and any(c.islower() for c in value)
+                and any(c.isdigit() for c in value)
+                and any(c in "!#$%^&*?~" for c in value)
+                and not _REFERENCE.match(value)
+                and not ("@" in value and "." in value)  # an address, not a password
+                and not re.fullmatch(r"[A-Za-z]+#\d+", value)  # "Issue#42"
+            ):
+                yield Finding(match.start(), match.end(), CREDENTIAL, 0.7)
         if "://" in text:
             for match in _PASSWORD_IN_URL.finditer(text):
                 if not _REFERENCE.match(match.group("value")):

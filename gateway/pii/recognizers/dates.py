@@ -15,7 +15,7 @@ from gateway.pii.findings import Finding
 MONTHS = (
     # English, French, German, Spanish, Italian, Dutch, Portuguese; full and abbreviated.
     r"(?:jan(?:uary|vier|uar|uari|eiro|\.)?|jänner|feb(?:ruary|ruar|ruari|\.)?|févr(?:ier|\.)?|"
-    r"fevr(?:ier)?|fevereiro|febbraio|mar(?:ch|s|zo|ço|co|\.)?|märz|maerz|maart|apr(?:il|ile|\.)?|"
+    r"fevr(?:ier)?|fevereiro|febbraio|febrero|mar(?:ch|s|zo|ço|co|\.)?|märz|maerz|maart|apr(?:il|ile|\.)?|"
     r"avril|abril|may|mai|mei|mayo|maio|maggio|june?|juin|juni|junio|junho|giugno|july?|"
     r"juillet|juli|julio|julho|luglio|aug(?:ust|ustus|\.)?|août|aout|agosto|sep(?:t(?:ember|\.)?)?|"
     r"septembre|septiembre|setiembre|setembro|settembre|oct(?:ober|obre|\.)?|okt(?:ober|\.)?|"

@@ -50,8 +50,9 @@ class SsnRecognizer:
 
 
 _PASSPORT_LABEL = re.compile(
-    r"(?i)\b(?:passport|passeport|reisepass|reisepassnummer|passnummer|pasaporte|passaporto|"
-    r"paspoort|paspoortnummer|passaporte|pass-?nr)"
+    r"(?i)\b(?:passport|passports|passeport|reisepass|reisepassnummer|passnummer|pasaporte|"
+    r"passaporto|paspoort|paspoortnummer|passaporte|pass-?nr|pp\s?(?:no|#|number)|"
+    r"travel\s+document(?:\s+(?:no|number|#))?)"
 )
 _MRN_LABEL = re.compile(
     r"(?i)(?:\b(?:mrn|mr\s?#|mr\s?no\.?|mr\s?number|med(?:ical)?\.?\s?rec(?:ord)?s?\.?"
@@ -59,7 +60,11 @@ _MRN_LABEL = re.compile(
     r"chart\s?(?:no|number|#)|hospital\s?(?:no|number)|nhs\s?(?:no|number)|"
     r"health\s?record(?:\s?(?:no|number))?|ehr\s?(?:id|no|number)|numéro\s+de\s+dossier|"
     r"dossier\s+(?:médical|patient)|n°\s?de\s?dossier|patientennummer|fallnummer|"
-    r"historia\s+clínica|nhc|cartella\s+clinica|numero\s+di\s+cartella|patiëntnummer)"
+    r"historia\s+clínica|nhc|cartella\s+clinica|numero\s+di\s+cartella|patiëntnummer|"
+    r"patient\s?(?:no|number|#)|med\.?\s?rec\.?|medical\s?(?:id|no|number|#)|health\s?id|"
+    r"hospital\s?id|uhid|emr\s?(?:#|id|no|number)?|ehr\s?#|chi\s?number|ipp|pid|"
+    r"patienten-?id|krankenakte|n°\s?patient|número\s+de\s+historia|numero\s+paziente|"
+    r"record\s?(?:no|number|#))"
     r"|(?<!\w)m\.r\.n\.?)"
 )
 # An identifier after its label: letters and digits, at most one inner space or dash group.

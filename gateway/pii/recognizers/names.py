@@ -27,7 +27,9 @@ from importlib import resources
 from gateway.pii.entities import PERSON
 from gateway.pii.findings import Finding
 
-_TOKEN = re.compile(r"[^\W\d_](?:[^\W\d_]|['’\-](?=[^\W\d_]{2}))*")
+# Letters, and the combining marks of scripts that write vowels as marks (Devanagari, ...).
+_LETTER = r"(?:[^\W\d_]|[\u0300-\u036f\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670\u0900-\u0dff\u0e00-\u0e7f])"
+_TOKEN = re.compile(rf"{_LETTER}(?:{_LETTER}|['’\-](?={_LETTER}{{2}}))*")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _KANA_HAN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]")
 _PARTICLES = frozenset(
@@ -104,6 +106,14 @@ _WEAK_CUE = re.compile(
     r"aunt|cousin|grandma|grandpa|neighbour|neighbor|teacher|student|je suis|ich bin|soy|"
     r"sono|sou|ik ben|bonjour|salut|hallo|hola|ciao|olá|oi|merci|danke|gracias|grazie|"
     r"obrigad[oa]|bedankt|avec|mit|con|com|met|et|und|y|e|en|señor|madame|monsieur)\s*[:,]?\s*$"
+)
+_TITLE_BEFORE = re.compile(rf"(?i)\b{_TITLE}\s*$")
+# What people do right after their name: "Nkechi says", "Minjun will call", "Davide's".
+_AFTER_CUE = re.compile(
+    r"(?:['’]s\b|\s+(?:says|said|asked|asks|wrote|writes|told|tells|thinks|thought|wants|"
+    r"wanted|replied|mentioned|confirmed|agreed|called|calls|emailed|texted|joined|left|"
+    r"signed|booked|paid|is running late|will call|will get|will be|is coming|are coming|"
+    r"was born|is set up|has been|dit|a dit|sagt|hat gesagt|dice|ha detto|disse|zegt)\b)"
 )
 _SPELL_CUE = re.compile(
     r"(?i)\b(?:spell(?:s|ed|t|ing)?|s'écrit|s’écrit|buchstabiert|se escribe|si scrive|"
@@ -325,10 +335,20 @@ class NameRecognizer:
                 yield Finding(run[0].start, run[-1].end, PERSON, 0.8)
                 return
         for word in run:
+            after = _AFTER_CUE.match(text, word.end) is not None
             if self._single_is_name(text, word):
                 yield Finding(word.start, word.end, PERSON, 0.7)
             elif self._unknownish(word, 1) and (
-                _STRONG_CUE.search(before) or _PERSON_CUE.search(before)
+                _STRONG_CUE.search(before) or _PERSON_CUE.search(before) or after
+            ):
+                yield Finding(word.start, word.end, PERSON, 0.65)
+            elif after and _is_name(word.kind) and "P" not in word.kind and not word.not_name:
+                yield Finding(word.start, word.end, PERSON, 0.65)
+            elif (
+                _TITLE_BEFORE.search(before)
+                and "W" not in word.kind
+                and not word.not_name
+                and len(word.text) >= 2
             ):
                 yield Finding(word.start, word.end, PERSON, 0.65)
 
@@ -362,8 +382,6 @@ class NameRecognizer:
             return _PERSON_CUE.search(before) is not None
         if "W" in word.kind or "D" in word.kind:
             return weak
-        if "X" in word.kind:
-            return weak or not _sentence_start(text, word.start)
         return True
 
     # -- lowercase names in casual text --------------------------------------------------
@@ -459,6 +477,9 @@ class NameRecognizer:
                 if spaced:
                     end += spaced.end()
                 yield Finding(base, end, PERSON, 0.75)
+                continue
+            if isolated and 1 <= len(chunk) <= 3 and "F" in gaz.kind(chunk):
+                yield Finding(base, run.end(), PERSON, 0.7)  # a given name alone: "秀英"
                 continue
             yield from self._names_in_han_text(text, chunk, base)
 
