@@ -222,6 +222,7 @@ class RoutePIIPolicy(_Section):
     @classmethod
     def _yaml_off(cls, value: object) -> object:
         return _on_off(value)
+
     # Entity types to act on; empty means every type the detector knows.
     entities: list[str] = Field(default_factory=list)
     # Required to turn PII handling off on a route that leaves this guest.
@@ -281,6 +282,7 @@ class PIIDetectionConfig(_Section):
     @classmethod
     def _yaml_on_off(cls, value: object) -> object:
         return _on_off(value)
+
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
     cache_entries: Annotated[int, Field(ge=0)] = 4096
     min_score: Annotated[float, Field(ge=0, le=1)] = 0.3

@@ -335,22 +335,21 @@ class NameRecognizer:
                 yield Finding(run[0].start, run[-1].end, PERSON, 0.8)
                 return
         for word in run:
-            after = _AFTER_CUE.match(text, word.end) is not None
             if self._single_is_name(text, word):
                 yield Finding(word.start, word.end, PERSON, 0.7)
-            elif self._unknownish(word, 1) and (
-                _STRONG_CUE.search(before) or _PERSON_CUE.search(before) or after
-            ):
+            elif self._cued_alone(text, word, before):
                 yield Finding(word.start, word.end, PERSON, 0.65)
-            elif after and _is_name(word.kind) and "P" not in word.kind and not word.not_name:
-                yield Finding(word.start, word.end, PERSON, 0.65)
-            elif (
-                _TITLE_BEFORE.search(before)
-                and "W" not in word.kind
-                and not word.not_name
-                and len(word.text) >= 2
-            ):
-                yield Finding(word.start, word.end, PERSON, 0.65)
+
+    def _cued_alone(self, text: str, word: _Word, before: str) -> bool:
+        """A single word the context makes a name: "ask Okonkwo", "Nkechi says", "Dr. Galli"."""
+        after = _AFTER_CUE.match(text, word.end) is not None
+        if self._unknownish(word, 1):
+            return bool(after or _STRONG_CUE.search(before) or _PERSON_CUE.search(before))
+        if word.not_name:
+            return False
+        if after and _is_name(word.kind) and "P" not in word.kind:
+            return True
+        return bool(_TITLE_BEFORE.search(before)) and "W" not in word.kind and len(word.text) >= 2
 
     def _unknownish(self, word: _Word, run_length: int) -> bool:
         """An unknown capitalised word, or a word in a script without case (Arabic, Hebrew,
