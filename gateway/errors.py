@@ -70,7 +70,23 @@ def _is_union_label(part: int | str) -> bool:
 
 # A path part that may be echoed: a parameter name, not a client value chosen as a key
 # (an object key in logit_bias or in a schema could be an e-mail address or an SSN).
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_PARAMETER_SHAPE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+
+
+class _Echoable:
+    """Parts of a parameter path safe to echo: shaped like OpenAI's own parameter names
+    (lowercase snake case), with no long digit runs and no known person name in them, so a
+    client-chosen key ("AKIA...", "margaret_thornton", "sk_live_51...") is never repeated."""
+
+    def match(self, part: str) -> bool:
+        if not _PARAMETER_SHAPE.match(part) or sum(c.isdigit() for c in part) > 2:
+            return False
+        from gateway.pii.recognizers.names import handle_is_name
+
+        return not handle_is_name(part, lenient=True)
+
+
+_IDENTIFIER = _Echoable()
 
 
 def param_path(loc: tuple[int | str, ...]) -> str | None:

@@ -3,9 +3,10 @@ stage re-parses them. Unknown fields are refused, never silently dropped or forw
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_CHOICES = 8
 MAX_STOP_SEQUENCES = 16
@@ -20,9 +21,65 @@ class TextPart(_Wire):
     text: str
 
 
+MAX_ARGUMENT_DEPTH = 64
+
+
+def _nesting_depth(text: str) -> int:
+    """How deep ``[``/``{`` nest in JSON text, outside strings (no parsing, no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _has_lone_surrogate(node: Any) -> bool:
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= c <= "\udfff" for c in item):
+                return True
+        elif isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+    return False
+
+
 class FunctionCall(_Wire):
     name: str
     arguments: str
+
+    @field_validator("arguments")
+    @classmethod
+    def _sane_arguments(cls, value: str) -> str:
+        # Caught here, once, for every route: deeper JSON or a lone surrogate would only
+        # fail later, as a 5xx, when the request is scanned or sent.
+        if _nesting_depth(value) > MAX_ARGUMENT_DEPTH:
+            raise ValueError(f"arguments nest deeper than {MAX_ARGUMENT_DEPTH} levels")
+        try:
+            document = json.loads(value)
+        except ValueError:
+            document = value
+        if _has_lone_surrogate(document):
+            raise ValueError(
+                "arguments hold an unpaired surrogate (\\ud800-\\udfff); send valid Unicode"
+            )
+        return value
 
 
 class ToolCall(_Wire):

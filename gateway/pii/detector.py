@@ -6,6 +6,10 @@ digits and context for structured values, gazetteers and context for names. Opti
 message, so it is off by default. Overlapping findings merge into one span, so a value is
 always masked whole.
 
+Unicode: detection also runs on the reader's view of the text (``normalize``): zero-width
+and format characters removed, fullwidth and look-alike forms folded, so ``４１１１…`` and
+``john\u200b@example.com`` are found where they stand.
+
 Encodings: a whitespace-delimited token holding URL percent-escapes, or a token that is
 valid base64 of printable UTF-8, is decoded and scanned; if the decoded text holds PII, the
 whole encoded token is masked. Deeper nesting is scanned up to ``MAX_DECODE_DEPTH``.
@@ -33,6 +37,7 @@ from urllib.parse import unquote
 from gateway.pii import entities
 from gateway.pii.fields import field_findings, keyed_findings
 from gateway.pii.findings import Finding, merge
+from gateway.pii.normalize import normalized_view
 from gateway.pii.recognizers import Recognizer, default_recognizers
 from gateway.pii.recognizers.names import NameRecognizer
 
@@ -199,6 +204,15 @@ class PIIDetector:
                 *self._scan_chunked(text, cancel),
                 *self._ner(text, cancel),
             ]
+            view = normalized_view(text)
+            if view is not None:
+                found += [
+                    Finding(*view.original_span(f.start, f.end), f.entity_type, f.score)
+                    for f in (
+                        *field_findings(view.text, field, self._names),
+                        *self._scan_chunked(view.text, cancel),
+                    )
+                ]
             findings = _join_adjacent(merge(f for f in found if f.score >= self._min_score), text)
         except DetectionError:
             raise

@@ -193,9 +193,10 @@ class RequestWalk:
 
     def _arguments_text(self, container: dict[str, Any], text: str, path: Path) -> None:
         try:
-            document = json.loads(text)
+            document = json.loads(text, object_pairs_hook=_unique_keys)
         except ValueError:
-            # Not JSON: scanned as text (with its escapes decoded, by the stage).
+            # Not JSON, or JSON with a key twice (a parser keeps one value, the model reads
+            # both): scanned as text (with its escapes decoded, by the stage).
             self.leaves.append(Leaf(text, "arguments", _setter(container, "arguments", None)))
             return
         parsed = _Arguments(container, [document])
@@ -205,6 +206,13 @@ class RequestWalk:
             parsed.changed = True
 
         self._slot(parsed.holder, 0, document, path, "arguments", user_json=True, on_change=changed)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key")
+    return dict(pairs)
 
 
 def _setter(

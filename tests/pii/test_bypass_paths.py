@@ -363,3 +363,46 @@ def test_huge_request_is_refused_while_other_tenants_keep_being_served(
     for answer in answers:
         assert answer.status_code == 200, answer.text
         assert EMAIL in answer.json()["choices"][0]["message"]["content"]
+
+
+def test_a_value_hidden_behind_a_duplicate_argument_key_never_arrives(
+    pii_gateway: RunningGateway, capture: CaptureUpstream
+) -> None:
+    before = len(capture.requests())
+    arguments = '{"note": "write to ' + EMAIL + " ssn " + SSN + '", "note": "hello"}'
+    body = {
+        "model": "capture",
+        "messages": [{"role": "user", "content": "x"}, tool_message(arguments)],
+    }
+    response = chat(pii_gateway, body)
+    assert response.status_code == 200, response.text
+    assert_none_arrived(capture, before, EMAIL, SSN)
+    blocked = chat(pii_gateway, {**body, "model": "capture-block"})
+    assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "pii_blocked"
+
+
+def test_invisible_and_lookalike_characters_do_not_hide_a_value(
+    pii_gateway: RunningGateway, capture: CaptureUpstream
+) -> None:
+    before = len(capture.requests())
+    hidden = [
+        EMAIL.replace("@", "\u200b@"),
+        EMAIL.replace("@", "\uff20"),
+        SSN[:6] + "\u00ad" + SSN[6:],
+        "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in CARD_DIGITS),
+    ]
+    body = {"model": "capture", "messages": [{"role": "user", "content": " and ".join(hidden)}]}
+    response = chat(pii_gateway, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == " and ".join(hidden)
+    assert_none_arrived(capture, before, *hidden)
+
+
+def test_arguments_nested_too_deep_or_with_lone_surrogates_are_a_400(
+    pii_gateway: RunningGateway,
+) -> None:
+    for arguments in ('{"a":' * 3000 + "1" + "}" * 3000, '{"a": "\\ud800 x"}'):
+        body = {"model": "capture", "messages": [tool_message(arguments)]}
+        response = chat(pii_gateway, body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "invalid_value"

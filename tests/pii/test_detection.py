@@ -193,3 +193,28 @@ def test_a_cancelled_request_stops_detection_of_a_long_text(detector: PIIDetecto
     token.cancel()
     with pytest.raises(DetectionCancelled):
         detector.detect("word " * 5000, cancel=token)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("call (415)555-0199", "(415)555-0199"),
+        ("Reach me at +14155550199", "+14155550199"),
+        ("call +1–415–555–0199", "+1–415–555–0199"),
+        ("card 4111.1111.1111.1111", "4111.1111.1111.1111"),
+        ("card 4111 - 1111 - 1111 - 1111", "4111 - 1111 - 1111 - 1111"),
+        ("card ４１１１１１１１１１１１１１１１", "４１１１１１１１１１１１１１１１"),
+        ("Card No.4111111111111111", "4111111111111111"),
+        ("IBAN gb82west12345698765432", "gb82west12345698765432"),
+        ("IBANGB82WEST12345698765432", "GB82WEST12345698765432"),
+        ("file scan_412-85-9031.pdf", "412-85-9031"),
+        ("My SSN is 123-45-67\u200b89", "123-45-67\u200b89"),
+        ("I am Marg\u200baret Thorn\u200bton", "Marg\u200baret Thorn\u200bton"),
+        ("john.doe@exam\u00adple.com", "john.doe@exam\u00adple.com"),
+        ("AKIAIOSFOD\u200bNN7EXAMPLE", "AKIAIOSFOD\u200bNN7EXAMPLE"),
+    ],
+)
+def test_separators_and_invisible_characters_do_not_hide_a_value(
+    detector: PIIDetector, text: str, value: str
+) -> None:
+    assert masked_whole(detector, text, value)

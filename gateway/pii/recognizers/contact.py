@@ -33,9 +33,9 @@ class EmailRecognizer:
 
 # Digit groups with the separators phone numbers use; what they hold is judged in code.
 _PHONE = re.compile(
-    r"(?<![\w+\-/.,])(?P<intl>\+|00(?=[1-9]))?(?:\(\s*0?\d{1,5}\s*\)|\d{1,12})"
-    r"(?:(?:[ \u00a0.\-/]{1,2}|\s?\(0\)\s?)(?:\(\s*\d{1,5}\s*\)|\d{1,10})){0,6}"
-    r"(?!(?!x\d)[\w\-/]|[.,]\d)"
+    r"(?<![^\W_]|[+\-/.,])(?P<intl>\+|00(?=[1-9]))?(?:\(\s*0?\d{1,5}\s*\)|\d{1,15})"
+    r"(?:(?:[ \u00a0.\-/]{1,2}|\s?\(0\)\s?|(?<=\))|(?=\())(?:\(\s*\d{1,5}\s*\)|\d{1,10})){0,6}"
+    r"(?!(?!x\d)[^\W_]|[\-/]|[.,]\d)"
 )
 _EXTENSION = re.compile(
     r"(?i)(?:\s*,?\s*(?:x|ext\.?|extn\.?|extension|poste|durchwahl|dw\.?|interno|int\.?|"
@@ -47,8 +47,8 @@ _DATE_LIKE = re.compile(r"^\d{1,4}[./\-]\d{1,2}[./\-]\d{1,4}$")
 def _plausible_phone(candidate: str, digits: str, intl: bool, cue: bool) -> bool:
     n = len(digits)
     groups = re.findall(r"\d+", candidate)
-    if intl:
-        return 8 <= n <= 15 and len(groups[0]) <= 4
+    if intl:  # "+44 20 7946 0958", or compact E.164 as CRMs store it: "+442079460958"
+        return 8 <= n <= 15 and (len(groups[0]) <= 4 or len(groups) == 1)
     if n < 9 or n > 12 or _DATE_LIKE.match(candidate):
         return False
     if len(groups) == 1:

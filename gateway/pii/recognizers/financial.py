@@ -9,8 +9,15 @@ from gateway.pii.entities import CREDIT_CARD, CRYPTO, IBAN_CODE
 from gateway.pii.findings import Finding
 from gateway.pii.recognizers.checksums import base58check_valid, iban_valid, luhn_valid
 
-_CARD = re.compile(r"(?<![\w\-.])\d(?:[ \-]?\d){12,18}(?![\w\-]|[.,]\d)")
-_IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]){11,30}(?![\w])")
+# Digits with one kind of separator between groups, as people and forms write them.
+_CARD = re.compile(
+    r"(?<![^\W_]|[\-])(?<!\d[.,])\d(?:(?:\s{0,2}[\-./_]\s{0,2}|\s{1,2})?\d){12,18}(?![^\W_]|-|[.,]\d)"
+)
+_IBAN = re.compile(
+    r"(?:(?<![\w])|(?<=IBAN)|(?<=iban))(?i:[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]){11,30})(?![\w])"
+)
+
+
 _BTC = re.compile(
     r"(?<![\w])(?:[13][a-km-zA-HJ-NP-Z1-9]{25,34}|bc1[ac-hj-np-z02-9]{11,71})(?![\w])"
 )
@@ -43,7 +50,7 @@ def _issuer(digits: str) -> bool:
 
 
 def _consistent_separators(candidate: str) -> bool:
-    separators = {ch for ch in candidate if not ch.isdigit()}
+    separators = set(re.findall(r"\D+", candidate))
     return len(separators) <= 1
 
 
@@ -53,7 +60,7 @@ class CardRecognizer:
     def find(self, text: str) -> Iterator[Finding]:
         for match in _CARD.finditer(text):
             candidate = match.group(0)
-            digits = candidate.replace(" ", "").replace("-", "")
+            digits = re.sub(r"\D", "", candidate)
             if (
                 13 <= len(digits) <= 19
                 and _consistent_separators(candidate)
@@ -70,7 +77,7 @@ class IbanRecognizer:
         for match in _IBAN.finditer(text):
             candidate = match.group(0)
             # The pattern is greedy; the IBAN may end before what follows it.
-            compact_all = re.sub(r"[ \-]", "", candidate)
+            compact_all = re.sub(r"[ \-]", "", candidate).upper()
             for length in sorted({n for n in range(15, 35)}, reverse=True):
                 if length > len(compact_all):
                     continue

@@ -16,8 +16,9 @@ from gateway.pii.findings import Finding
 from gateway.pii.recognizers.base import NOT_PERSONAL_NUMBER, window_before
 from gateway.pii.recognizers.checksums import ssn_plausible
 
-_SSN_GROUPED = re.compile(r"(?<![\w\-./])\d{3}([ \-.\u00a0])\d{2}\1\d{4}(?![\w\-]|[.,]\d)")
-_NINE = re.compile(r"(?<![\w\-./,+])\d{9}(?![\w\-]|[.,]\d)")
+# An underscore is a separator here: "ssn_123-45-6789", "call_412859031".
+_SSN_GROUPED = re.compile(r"(?<![^\W_]|[\-./])\d{3}([ \-.\u00a0_/])\d{2}\1\d{4}(?![^\W_]|-|[.,]\d)")
+_NINE = re.compile(r"(?<![^\W_]|[\-./,+])\d{9}(?![^\W_]|-|[.,]\d)")
 # Digits read out one to four at a time: "4 1 2, 8 5, 9 0 3 1", "412 85 9031".
 _SPOKEN = re.compile(r"(?<![\w\-./+])\d{1,4}(?:[\s,.\-…]{1,5}\d{1,4}){2,8}(?![\w\-]|[.,]\d)")
 _SSN_CUE = re.compile(
@@ -97,7 +98,10 @@ class LabelledIdRecognizer:
     def find(self, text: str) -> Iterator[Finding]:
         for label in _PASSPORT_LABEL.finditer(text):
             value = _value_after(text, label.end(), min_digits=1)
-            if value is not None and not any(c.islower() for c in value.group(0)):
+            if value is not None and (
+                not any(c.islower() for c in value.group(0))
+                or sum(c.isdigit() for c in value.group(0)) >= 5
+            ):
                 yield Finding(value.start(), value.end(), PASSPORT, 0.85)
         for label in _MRN_LABEL.finditer(text):
             value = _value_after(text, label.end(), min_digits=4)
