@@ -55,6 +55,7 @@ bench-litellm: $(STAMP)
 	$(PY) bench/litellm_bench.py
 
 bench-pii: $(STAMP)
+	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[bench]'
 	$(PY) bench/pii_eval.py
 
 bench-attestation: $(STAMP)

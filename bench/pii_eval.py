@@ -691,6 +691,12 @@ def timings(detect: Callable[[str], Any], text: str, runs: int) -> dict[str, flo
 
 
 def presidio_engine() -> Callable[[str], Any]:
+    # Presidio's e-mail recognizer validates domains with tldextract, which would fetch the
+    # public suffix list on first use: never, use the bundled snapshot.
+    os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+    os.environ.setdefault(
+        "TLDEXTRACT_CACHE", str(Path.home() / ".cache" / "confidential-gateway" / "tldextract")
+    )
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.nlp_engine import NlpEngineProvider
 

@@ -75,8 +75,8 @@ def configure_logging(level: str, fmt: str, stream: IO[str] = sys.stderr) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs every request URL and Presidio every recognizer it loads, at INFO: noise.
-    for chatty in ("httpx", "presidio-analyzer"):
+    # httpx logs every request URL at INFO: noise.
+    for chatty in ("httpx",):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 

@@ -218,3 +218,9 @@ def test_separators_and_invisible_characters_do_not_hide_a_value(
     detector: PIIDetector, text: str, value: str
 ) -> None:
     assert masked_whole(detector, text, value)
+
+
+def test_two_ibans_in_one_sentence_are_both_masked(detector: PIIDetector) -> None:
+    first, second = "DE16810479726793639601", "FR76 3097 6061 6791 3379 5154 086"
+    text = f"send 2,500.00 from {first} to {second} ref 'rent June'."
+    assert masked_whole(detector, text, first) and masked_whole(detector, text, second)

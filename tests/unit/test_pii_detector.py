@@ -31,7 +31,9 @@ def masked(detector: PIIDetector, text: str, value: str) -> bool:
         "jane@intranet.corp",
     ],
 )
-def test_values_stock_presidio_misses_are_masked(detector: PIIDetector, value: str) -> None:
+def test_credentials_phones_and_internal_addresses_are_masked(
+    detector: PIIDetector, value: str
+) -> None:
     text = f"note: {value} end"
     assert masked(detector, text, value)
 
@@ -59,9 +61,9 @@ def test_a_failing_recognizer_fails_detection_closed() -> None:
     detector = PIIDetector(use_ner=False, cache_size=0)
 
     class Broken:
-        supported_entities: ClassVar[list[str]] = ["X"]
+        entity_types: ClassVar[frozenset[str]] = frozenset({"X"})
 
-        def analyze(self, *args: object) -> None:
+        def find(self, text: str) -> list[object]:
             raise RuntimeError("boom with value alice@example.com")
 
     detector._recognizers.append(Broken())  # type: ignore[arg-type]

@@ -74,23 +74,30 @@ class IbanRecognizer:
     entity_types = frozenset({IBAN_CODE})
 
     def find(self, text: str) -> Iterator[Finding]:
-        for match in _IBAN.finditer(text):
-            candidate = match.group(0)
-            # The pattern is greedy; the IBAN may end before what follows it.
-            compact_all = re.sub(r"[ \-]", "", candidate).upper()
-            for length in sorted({n for n in range(15, 35)}, reverse=True):
-                if length > len(compact_all):
-                    continue
-                compact = compact_all[:length]
-                if iban_valid(compact):
-                    end = match.start()
-                    seen = 0
-                    while seen < length:
-                        if candidate[end - match.start()] not in " -":
-                            seen += 1
-                        end += 1
-                    yield Finding(match.start(), end, IBAN_CODE, 0.95)
-                    break
+        position = 0
+        while (match := _IBAN.search(text, position)) is not None:
+            end = _valid_prefix_end(match.group(0))
+            if end is None:
+                position = match.start() + 1
+                continue
+            # The pattern is greedy (it may run into the words after the IBAN): cut it at the
+            # longest prefix that is a valid IBAN and scan on from there.
+            yield Finding(match.start(), match.start() + end, IBAN_CODE, 0.95)
+            position = match.start() + end
+
+
+def _valid_prefix_end(candidate: str) -> int | None:
+    """Length (in ``candidate``) of its longest prefix that is a valid IBAN, if any."""
+    compact = re.sub(r"[ \-]", "", candidate).upper()
+    for length in range(min(34, len(compact)), 14, -1):
+        if iban_valid(compact[:length]):
+            seen = 0
+            for index, char in enumerate(candidate):
+                if char not in " -":
+                    seen += 1
+                    if seen == length:
+                        return index + 1
+    return None
 
 
 class CryptoRecognizer:
