@@ -224,3 +224,17 @@ def test_two_ibans_in_one_sentence_are_both_masked(detector: PIIDetector) -> Non
     first, second = "DE16810479726793639601", "FR76 3097 6061 6791 3379 5154 086"
     text = f"send 2,500.00 from {first} to {second} ref 'rent June'."
     assert masked_whole(detector, text, first) and masked_whole(detector, text, second)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "278 Cook Curve Apt. 922, Lake Marktown, TN 88934",
+        "Flat 5\nKim Forges, Gregorytown B1G 6XG",
+        "768 Mills Valleys Suite 649, Edwardsport, GA 21985",
+    ],
+)
+def test_addresses_with_every_usps_suffix_and_uk_unit_lines_are_masked(
+    detector: PIIDetector, value: str
+) -> None:
+    assert masked_whole(detector, f"ship to {value} please", value)

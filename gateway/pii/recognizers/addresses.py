@@ -20,15 +20,25 @@ _NUM = (
     r"\d{1,5}(?:\s?[A-Za-z](?![\w])|[-/][A-Za-z0-9]{1,3}(?![\w])|[A-Za-z]?(?:\s?-\s?\d{1,5}[A-Za-z]?)?)"
     r"(?:\s(?:bis|ter|quater)\b)?"
 )
-_EN_SUFFIX = (
-    r"(?:street|st|avenue|ave|av|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|"
-    r"place|pl|square|sq|terrace|ter|terr|parkway|pkwy|highway|hwy|circle|cir|trail|trl|"
-    r"crescent|cres|close|gardens|gdns|grove|gr|mews|row|walk|alley|aly|loop|plaza|plz|"
-    r"ridge|heights|hts|view|hill|hills|park|green|glen|vale|rise|wharf|quay|parade|pde|"
-    r"esplanade|broadway|causeway|expressway|expy|freeway|fwy|turnpike|tpke|pike|run|"
-    r"pass|path|point|pt|crossing|xing|commons|center|ctr|estate|estates|cove|creek|"
-    r"landing|manor|meadow|meadows|mill|orchard|passage|port|shore|springs|station|sta|"
-    r"track|valley|village|vista|wood|woods|yard|cross|main|marg|nagar)"
+_EN_SUFFIX = (  # USPS street suffixes and their abbreviations, plus Indian road words
+    r"(?:street|streets|st|avenue|ave|av|road|roads|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|"
+    r"way|ways|place|pl|square|squares|sq|terrace|ter|terr|parkway|pkwy|highway|hwy|circle|cir|"
+    r"trail|trl|crescent|cres|close|gardens|garden|gdns|grove|gr|mews|row|walk|alley|aly|loop|"
+    r"plaza|plz|ridge|ridges|heights|hts|view|views|hill|hills|park|parks|green|glen|glens|vale|"
+    r"rise|wharf|quay|parade|pde|esplanade|broadway|causeway|expressway|expy|freeway|fwy|"
+    r"turnpike|tpke|pike|run|pass|path|point|points|pt|crossing|xing|commons|common|center|"
+    r"centers|ctr|estate|estates|cove|coves|creek|landing|manor|manors|meadow|meadows|mill|"
+    r"mills|orchard|passage|port|ports|shore|shores|spring|springs|station|sta|track|valley|"
+    r"valleys|village|villages|vista|vistas|wood|woods|yard|cross|main|marg|nagar|curve|club|"
+    r"lodge|rest|fork|forks|cliff|cliffs|stravenue|forge|forges|key|keys|mountain|mountains|"
+    r"mount|flat|flats|bypass|camp|canyon|cape|corner|corners|course|crest|dale|dam|divide|"
+    r"ferry|field|fields|ford|fords|fort|freeway|gateway|harbor|harbors|haven|hollow|inlet|"
+    r"island|islands|isle|junction|junctions|knoll|knolls|lake|lakes|light|lights|loaf|lock|"
+    r"locks|mall|motorway|neck|oval|overpass|pine|pines|plain|plains|prairie|radial|ramp|"
+    r"ranch|rapid|rapids|route|shoal|shoals|skyway|spur|spurs|stream|summit|throughway|trace|"
+    r"trafficway|tunnel|underpass|union|unions|ville|well|wells|extension|extensions|falls|"
+    r"burg|burgs|brook|brooks|bluff|bluffs|branch|bridge|bottom|bend|beach|arcade|anex|"
+    r"harbour|drove|chase|hey|gate|wynd|rise)"
 )
 _DIRECTION = r"(?:n|s|e|w|ne|nw|se|sw|north|south|east|west)\.?"
 _NOT_A_STREET_WORD = re.compile(
@@ -47,8 +57,11 @@ _UNIT = (
     r",?\s*\d{1,2}\s?[º°ª](?:\s?[A-Z]\b|\s?(?:piso|planta|andar|izq(?:uierda)?|dcha|derecha))?)"
 )
 _EN_STREET = re.compile(
-    rf"(?i)(?<![\w\-/.])(?:(?:flat|apt|apartment|unit|suite)\.?\s*\w{{1,5}},?\s+)?{_NUM}\s+"
+    rf"(?i)(?<![\w\-/.])(?:(?:flat|apt|apartment|unit|suite|studio)\.?\s*\w{{1,5}},?\s+)?{_NUM}\s+"
     rf"(?:{_DIRECTION}\s+)?(?:{_WORD}\s+){{1,4}}{_EN_SUFFIX}\b\.?(?:\s+{_DIRECTION}(?![\w]))?"
+)
+_UK_UNIT_STREET = re.compile(
+    rf"(?i)(?<![\w])(?:flat|apartment|studio|unit)\s*\w{{1,5}}\s*[,\n]\s*(?:{_WORD}\s+){{1,3}}{_EN_SUFFIX}\b\.?"
 )
 _DE_NL_COMPOUND = (
     r"(?:straße|strasse|str\.|gasse|weg|allee|platz|damm|ufer|chaussee|straat|gracht|laan|"
@@ -131,6 +144,7 @@ class AddressRecognizer:
     entity_types = frozenset({STREET_ADDRESS})
     _shapes = (
         _EN_STREET,
+        _UK_UNIT_STREET,
         _DE_NL_STREET,
         _DE_PREPOSITION_STREET,
         _FR_STREET,

@@ -48,7 +48,7 @@ def _plausible_phone(candidate: str, digits: str, intl: bool, cue: bool) -> bool
     n = len(digits)
     groups = re.findall(r"\d+", candidate)
     if intl:  # "+44 20 7946 0958", or compact E.164 as CRMs store it: "+442079460958"
-        return 8 <= n <= 15 and (len(groups[0]) <= 4 or len(groups) == 1)
+        return 8 <= n <= 15 and (len(groups[0]) <= 4 or len(groups) <= 2)
     if n < 9 or n > 12 or _DATE_LIKE.match(candidate):
         return False
     if len(groups) == 1:

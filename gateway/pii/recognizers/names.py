@@ -313,7 +313,9 @@ class NameRecognizer:
             scores = []
             for i, w in enumerate(run):
                 if w.not_name:
-                    scores.append(0)
+                    # "Tiffany Miller", "Claude Dupont": a brand that is also a given name
+                    # still counts next to a name.
+                    scores.append(1 if "F" in w.kind else 0)
                 elif _clean(w.kind):
                     scores.append(2)
                 elif (
@@ -331,7 +333,14 @@ class NameRecognizer:
                     scores.append(0)
             while len(run) > 1 and scores[-1] == 0:
                 run, scores = run[:-1], scores[:-1]
-            if len(run) >= 2 and sum(scores) >= 2 and any(scores[i] for i in (0, -1)):
+            branded = any(w.not_name and s for w, s in zip(run, scores, strict=True))
+            known = any(_is_name(w.kind) and not w.not_name for w in run)
+            if (
+                len(run) >= 2
+                and sum(scores) >= 2
+                and any(scores[i] for i in (0, -1))
+                and (known or not branded)
+            ):
                 yield Finding(run[0].start, run[-1].end, PERSON, 0.8)
                 return
         for word in run:
