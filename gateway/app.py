@@ -44,10 +44,12 @@ from gateway.errors import (
     bad_request,
     from_validation_error,
     no_upstream,
+    parameter_shaped,
     upstream_failed,
 )
 from gateway.openapi import openapi_document
 from gateway.pii.detector import CancelToken
+from gateway.pii.recognizers.names import handle_is_name, is_known_name
 from gateway.pii.stage import CANCEL_NOTE
 from gateway.pipeline import ChatExchange, ChatPipeline
 from gateway.protocol import ChatCompletionRequest
@@ -66,6 +68,16 @@ SSE_DONE = b"data: [DONE]\n\n"
 def sse_event(payload: dict[str, Any]) -> bytes:
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     return b"data: " + data.encode("utf-8") + b"\n\n"
+
+
+def echoable_parameter(part: str) -> bool:
+    """A parameter name the gateway may repeat: parameter-shaped and no person's name in it
+    ("margaret_thornton" is a client's key, never an OpenAI parameter)."""
+    return (
+        parameter_shaped(part)
+        and not handle_is_name(part)
+        and not any(is_known_name(word) for word in part.split("_"))
+    )
 
 
 def error_response(error: GatewayError) -> JSONResponse:
@@ -274,7 +286,7 @@ class GatewayApp:
             try:
                 chat = ChatCompletionRequest.model_validate_json(body)
             except ValidationError as exc:
-                raise from_validation_error(exc) from None
+                raise from_validation_error(exc, echoable=echoable_parameter) from None
             known = self._router.knows(chat.model)
             if known:
                 signing.model = chat.model

@@ -7,6 +7,7 @@ in an error a client, a log or a trace sees.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -73,23 +74,17 @@ def _is_union_label(part: int | str) -> bool:
 _PARAMETER_SHAPE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 
 
-class _Echoable:
-    """Parts of a parameter path safe to echo: shaped like OpenAI's own parameter names
-    (lowercase snake case), with no long digit runs and no known person name in them, so a
-    client-chosen key ("AKIA...", "margaret_thornton", "sk_live_51...") is never repeated."""
-
-    def match(self, part: str) -> bool:
-        if not _PARAMETER_SHAPE.match(part) or sum(c.isdigit() for c in part) > 2:
-            return False
-        from gateway.pii.recognizers.names import handle_is_name
-
-        return not handle_is_name(part, lenient=True)
+def parameter_shaped(part: str) -> bool:
+    """Shaped like OpenAI's own parameter names (lowercase snake case, no long digit runs):
+    only such parts of a path are echoed, so a client-chosen key ("AKIA...", "sk_live_51...")
+    is never repeated back."""
+    return bool(_PARAMETER_SHAPE.match(part)) and sum(c.isdigit() for c in part) <= 2
 
 
-_IDENTIFIER = _Echoable()
+Echoable = Callable[[str], bool]
 
 
-def param_path(loc: tuple[int | str, ...]) -> str | None:
+def param_path(loc: tuple[int | str, ...], echoable: Echoable = parameter_shaped) -> str | None:
     """The dotted path of ``loc``, cut before the first part that is not identifier-shaped."""
     path = ""
     for part in loc:
@@ -97,14 +92,17 @@ def param_path(loc: tuple[int | str, ...]) -> str | None:
             continue
         if isinstance(part, int):
             path += f"[{part}]"
-        elif _IDENTIFIER.match(part):
+        elif echoable(part):
             path += f".{part}" if path else part
         else:
             break
     return path or None
 
 
-def from_validation_error(exc: ValidationError) -> GatewayError:
+def from_validation_error(
+    exc: ValidationError, *, echoable: Echoable = parameter_shaped
+) -> GatewayError:
+    """The client's 400, naming the parameter only as far as ``echoable`` allows."""
     first = exc.errors(include_url=False, include_input=False)[0]
     if first["type"] == "json_invalid":
         return bad_request(
@@ -113,10 +111,10 @@ def from_validation_error(exc: ValidationError) -> GatewayError:
             code="invalid_json",
         )
     loc = tuple(first["loc"])
-    param = param_path(loc)
-    if first["type"] == "extra_forbidden" and not _IDENTIFIER.match(str(loc[-1] if loc else "")):
+    param = param_path(loc, echoable)
+    if first["type"] == "extra_forbidden" and not echoable(str(loc[-1] if loc else "")):
         # The unknown key is the client's own string: name only where it sits.
-        parent = param_path(loc[:-1])
+        parent = param_path(loc[:-1], echoable)
         where = f" inside '{parent}'" if parent else ""
         return bad_request(
             f"The request has an unrecognized request argument{where}.",

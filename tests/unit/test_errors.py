@@ -39,3 +39,21 @@ def test_unknown_parameter_that_is_not_an_identifier_is_not_echoed() -> None:
         error = error_for({"model": "m", "messages": [{"role": "user", "content": "x"}], key: 1})
         assert key not in error["message"] and error["param"] is None
         assert error["code"] == "unknown_parameter"
+
+
+def test_a_client_key_that_is_a_secret_or_a_name_is_never_echoed() -> None:
+    from gateway.app import echoable_parameter
+    from gateway.protocol import ChatCompletionRequest
+
+    for key in ("AKIAIOSFODNN7EXAMPLE", "margaret_thornton", "sk_live_51h8abcdef", "sarah"):
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}], key: 1}
+        try:
+            ChatCompletionRequest.model_validate(body)
+        except ValidationError as exc:
+            error = from_validation_error(exc, echoable=echoable_parameter)
+        assert key not in error.message and error.param is None, key
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobz": 1}
+    try:
+        ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        assert from_validation_error(exc, echoable=echoable_parameter).param == "logprobz"

@@ -614,6 +614,12 @@ def name_tokens(value: str) -> list[str]:
     return out
 
 
+def is_known_name(word: str) -> bool:
+    """A given name or surname that is not also a common word, place or product."""
+    gaz = gazetteer()
+    return _clean(gaz.kind(word)) and word.casefold() not in gaz.not_names
+
+
 def looks_like_person(value: str) -> bool:
     """A short value that is a name: for fields whose key says they hold one."""
     value = value.strip()
