@@ -28,20 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-LABELS = (
-    "PERSON",
-    "EMAIL_ADDRESS",
-    "PHONE_NUMBER",
-    "US_SSN",
-    "CREDIT_CARD",
-    "IBAN_CODE",
-    "IP_ADDRESS",
-    "CREDENTIAL",
-    "PASSPORT",
-    "MEDICAL_RECORD_NUMBER",
-    "DATE_OF_BIRTH",
-    "STREET_ADDRESS",
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from gateway.pii.entities import LABELLED
+
+LABELS = LABELLED
 FIELDS = ("content", "tool_result", "tool_arguments", "tool_description", "name")
 SPLITS = {"dev": 11, "heldout": 29}
 N_POSITIVE = 176

@@ -58,26 +58,14 @@ sys.path.insert(0, str(ROOT))
 from bench.echo_upstream import echo_text  # noqa: E402
 from bench.stack import free_port, start_gateway, stop, wait_http  # noqa: E402
 from gateway.auth import hash_key  # noqa: E402
+from gateway.pii.entities import LABELLED  # noqa: E402
 
 DATA_DIR = ROOT / "bench" / "data"
 DEFAULT_DATA = [
     DATA_DIR / "pii-conversations-dev.jsonl",
     DATA_DIR / "pii-conversations-heldout.jsonl",
 ]
-LABELS = [
-    "PERSON",
-    "EMAIL_ADDRESS",
-    "PHONE_NUMBER",
-    "US_SSN",
-    "CREDIT_CARD",
-    "IBAN_CODE",
-    "IP_ADDRESS",
-    "CREDENTIAL",
-    "PASSPORT",
-    "MEDICAL_RECORD_NUMBER",
-    "DATE_OF_BIRTH",
-    "STREET_ADDRESS",
-]
+LABELS = list(LABELLED)
 FIELDS = ["content", "tool_result", "tool_arguments", "tool_description", "name"]
 OUTCOMES = ["leaked", "partial", "fully_masked"]
 ROUTES = {"tokenize": {}, "tokenize-introduced": {"redact_introduced": True}}

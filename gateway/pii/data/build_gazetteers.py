@@ -23,54 +23,16 @@ from __future__ import annotations
 import gzip
 import importlib
 import os
+import sys
 import unicodedata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[2]))
+from gateway.pii.recognizers.names import PARTICLES  # noqa: E402  (one list for both)
+
 WORDS = Path("/usr/share/dict/american-english-large")  # Debian's wamerican-large
 WORD_LANGS = ["en", "fr", "de", "es", "it", "nl", "pt", "pl", "sv", "tr", "id"]
-PARTICLES = {
-    "de",
-    "da",
-    "di",
-    "do",
-    "dos",
-    "das",
-    "del",
-    "della",
-    "der",
-    "den",
-    "van",
-    "von",
-    "la",
-    "le",
-    "du",
-    "des",
-    "bin",
-    "binti",
-    "al",
-    "el",
-    "ibn",
-    "ben",
-    "bint",
-    "ter",
-    "ten",
-    "y",
-    "e",
-    "mc",
-    "mac",
-    "o",
-    "st",
-    "af",
-    "zu",
-    "vom",
-    "zum",
-    "ó",
-    "ní",
-    "nic",
-    "mhic",
-    "ui",
-}
 
 
 # Romanised East Asian surnames Faker does not carry (it writes Korean in Hangul only).

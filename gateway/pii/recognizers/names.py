@@ -32,7 +32,7 @@ _LETTER = r"(?:[^\W\d_]|[\u0300-\u036f\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0
 _TOKEN = re.compile(rf"{_LETTER}(?:{_LETTER}|['’\-](?={_LETTER}{{2}}))*")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _KANA_HAN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]")
-_PARTICLES = frozenset(
+PARTICLES = frozenset(
     [
         "de",
         "da",
@@ -135,7 +135,7 @@ _CJK_CUE_BEFORE = re.compile(
     r"(?:我叫|我是|名叫|叫做|姓名[:：]?|名字是|患者|客户|联系人|私は|担当の?|이름은)\s*$"
 )
 _HANGUL_WORD = re.compile(r"[\uac00-\ud7a3]{2,6}")
-_KOREAN_PARTICLES = (
+_KOREANPARTICLES = (
     "에게서",
     "에게",
     "께서",
@@ -280,7 +280,7 @@ class NameRecognizer:
                     break  # a full stop ends the sentence; only an initial ("J.") continues
                 if nxt.cap or self._uncased(nxt):
                     run.append(nxt)
-                elif nxt.text.casefold() in _PARTICLES and cursor + 1 < len(words):
+                elif nxt.text.casefold() in PARTICLES and cursor + 1 < len(words):
                     after = words[cursor + 1]
                     if after.cap and text[nxt.end : after.start] == " ":
                         run += [nxt, after]
@@ -525,7 +525,7 @@ class NameRecognizer:
     def _hangul(self, text: str) -> Iterator[Finding]:
         for match in _HANGUL_WORD.finditer(text):
             word = match.group(0)
-            for particle in _KOREAN_PARTICLES:
+            for particle in _KOREANPARTICLES:
                 if word.endswith(particle) and len(word) - len(particle) >= 2:
                     word = word[: -len(particle)]
                     break
@@ -607,7 +607,7 @@ def name_tokens(value: str) -> list[str]:
             len(word) >= 3
             and folded not in gaz.vocabulary
             and folded not in gaz.not_names
-            and folded not in _PARTICLES
+            and folded not in PARTICLES
             and not any(flag in kind for flag in "WXD")
         ):
             out.append(word)
