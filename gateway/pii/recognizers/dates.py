@@ -41,10 +41,6 @@ _BIRTH_CUE = re.compile(
 )
 
 
-def date_spans(text: str) -> Iterator[re.Match[str]]:
-    return DATE.finditer(text)
-
-
 class BirthDateRecognizer:
     entity_types = frozenset({DATE_OF_BIRTH})
 

@@ -209,11 +209,6 @@ def _clean(kind: str) -> bool:
     return _is_name(kind) and not any(flag in kind for flag in "WXPD")
 
 
-def _sentence_start(text: str, start: int) -> bool:
-    before = text[max(0, start - 4) : start].rstrip(" \t\"'“‘(*-•")
-    return not before or before[-1] in ".!?\n:;>" or start == 0
-
-
 @dataclass
 class _Word:
     start: int
@@ -550,10 +545,6 @@ _PERSON_CUE = re.compile(
 )
 
 
-def _common_capitalised(word: _Word) -> bool:
-    return word.text.casefold() in {"the", "a", "an", "this", "that", "our", "your", "my"}
-
-
 def _in_identifier(text: str, start: int, end: int) -> bool:
     before = text[start - 1] if start else " "
     after = text[end] if end < len(text) else " "
@@ -627,10 +618,3 @@ def looks_like_person(value: str) -> bool:
         return False
     words = value.replace(",", " ").split()
     return 1 <= len(words) <= 6 and all(_TOKEN.fullmatch(w.strip(".")) or w in "-." for w in words)
-
-
-def contains_known_name(value: str) -> bool:
-    gaz = gazetteer()
-    return any(_is_name(gaz.kind(m.group(0))) for m in _TOKEN.finditer(value)) or handle_is_name(
-        value, gaz, lenient=True
-    )
