@@ -49,7 +49,8 @@ from gateway.errors import (
 )
 from gateway.openapi import openapi_document
 from gateway.pii.detector import CancelToken
-from gateway.pii.recognizers.names import handle_is_name, is_known_name
+from gateway.pii.recognizers.gazetteer import is_known_name
+from gateway.pii.recognizers.names import handle_is_name
 from gateway.pii.stage import CANCEL_NOTE
 from gateway.pipeline import ChatExchange, ChatPipeline
 from gateway.protocol import ChatCompletionRequest

@@ -29,7 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
-from gateway.pii.recognizers.names import PARTICLES  # noqa: E402  (one list for both)
+from gateway.pii.recognizers.gazetteer import PARTICLES  # noqa: E402  (one list for both)
 
 WORDS = Path("/usr/share/dict/american-english-large")  # Debian's wamerican-large
 WORD_LANGS = ["en", "fr", "de", "es", "it", "nl", "pt", "pl", "sv", "tr", "id"]

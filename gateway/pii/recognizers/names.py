@@ -16,68 +16,24 @@ name or after a cue.
 
 from __future__ import annotations
 
-import functools
-import gzip
 import re
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 
 from gateway.pii.entities import PERSON
 from gateway.pii.findings import Finding
+from gateway.pii.recognizers.gazetteer import (
+    PARTICLES,
+    Gazetteer,
+    clean,
+    gazetteer,
+    is_name,
+)
+from gateway.pii.recognizers.scripts import HANGUL_WORD, KANA_HAN, cjk_names, hangul_names
 
 # Letters, and the combining marks of scripts that write vowels as marks (Devanagari, ...).
 _LETTER = r"(?:[^\W\d_]|[\u0300-\u036f\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670\u0900-\u0dff\u0e00-\u0e7f])"
 _TOKEN = re.compile(rf"{_LETTER}(?:{_LETTER}|['’\-](?={_LETTER}{{2}}))*")
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-_KANA_HAN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]")
-PARTICLES = frozenset(
-    [
-        "de",
-        "da",
-        "di",
-        "do",
-        "dos",
-        "das",
-        "del",
-        "della",
-        "der",
-        "den",
-        "van",
-        "von",
-        "la",
-        "le",
-        "du",
-        "des",
-        "bin",
-        "binti",
-        "al",
-        "el",
-        "ibn",
-        "ben",
-        "bint",
-        "ter",
-        "ten",
-        "y",
-        "e",
-        "mc",
-        "mac",
-        "o",
-        "st",
-        "af",
-        "zu",
-        "vom",
-        "zum",
-        "ó",
-        "ní",
-        "nic",
-        "mhic",
-        "ui",
-        "d'",
-        "l'",
-    ]
-)
 _TITLE = (
     r"(?:mr|mrs|ms|miss|mx|dr|prof|professor|sir|madam|dame|lord|lady|herr|frau|fräulein|"
     r"monsieur|madame|mademoiselle|mme|mlle|señor|señora|señorita|sr|sra|srta|don|doña|"
@@ -128,85 +84,7 @@ _HANDLE = re.compile(
     r"[A-Za-z]{3,20}\d{1,4})(?![\w@\-/]|\.[A-Za-z])"
 )
 _MENTION = re.compile(r"(?<![\w@.])@(?P<handle>[A-Za-z][A-Za-z0-9_.\-]{1,30}[A-Za-z0-9])")
-_CJK_TITLE_AFTER = re.compile(
-    r"^(?:先生|女士|小姐|老师|医生|经理|同学|总|阿姨|叔叔|さん|様|さま|君|くん|ちゃん|先生|氏|殿|씨|님)"
-)
-_CJK_CUE_BEFORE = re.compile(
-    r"(?:我叫|我是|名叫|叫做|姓名[:：]?|名字是|患者|客户|联系人|私は|担当の?|이름은)\s*$"
-)
-_HANGUL_WORD = re.compile(r"[\uac00-\ud7a3]{2,6}")
-_KOREANPARTICLES = (
-    "에게서",
-    "에게",
-    "께서",
-    "씨는",
-    "씨가",
-    "님은",
-    "님이",
-    "씨",
-    "님",
-    "은",
-    "는",
-    "이",
-    "가",
-    "을",
-    "를",
-    "의",
-    "도",
-    "와",
-    "과",
-    "께",
-)
-
-
-@dataclass(frozen=True)
-class Gazetteer:
-    flags: dict[str, str]
-    not_names: frozenset[str]
-    vocabulary: frozenset[str]
-
-    def kind(self, word: str) -> str:
-        return self.flags.get(unicodedata.normalize("NFC", word).casefold(), "")
-
-    def unknown(self, word: str) -> bool:
-        """Not a known name and not an ordinary word of seven languages: likely a name."""
-        folded = unicodedata.normalize("NFC", word).casefold()
-        return (
-            len(folded) >= 3
-            and folded not in self.vocabulary
-            and folded not in self.flags
-            and folded not in self.not_names
-        )
-
-
-@functools.cache
-def gazetteer() -> Gazetteer:
-    data = resources.files("gateway.pii") / "data"
-    flags: dict[str, str] = {}
-    for line in (data / "names.tsv").read_text(encoding="utf-8").splitlines():
-        token, _, kind = line.partition("\t")
-        flags[token] = kind
-    not_names = {
-        word.casefold()
-        for line in (data / "not_names.txt").read_text(encoding="utf-8").splitlines()
-        if not line.startswith("#")
-        for word in line.split()
-    }
-    with gzip.open(str(data / "vocabulary.txt.gz"), "rt", encoding="utf-8") as handle:
-        vocabulary = frozenset(handle.read().split())
-    return Gazetteer(flags, frozenset(not_names), vocabulary)
-
-
 _CONJUNCTIONS = frozenset({"and", "or", "et", "und", "y", "e", "en", "&"})
-
-
-def _is_name(kind: str) -> bool:
-    return "F" in kind or "L" in kind
-
-
-def _clean(kind: str) -> bool:
-    """A known name that is not also a common word or a place."""
-    return _is_name(kind) and not any(flag in kind for flag in "WXPD")
 
 
 @dataclass
@@ -238,7 +116,7 @@ class NameRecognizer:
         kind = self._gaz.kind(text)
         if not kind and "-" in text:  # "Jean-Pierre", "Smith-Jones"
             parts = [self._gaz.kind(p) for p in text.split("-")]
-            if all(_is_name(k) for k in parts):
+            if all(is_name(k) for k in parts):
                 kind = "".join(sorted(set("".join(parts)) - set("WXPD")))
         unknown = not kind and not text.isupper() and self._gaz.unknown(text)
         return _Word(
@@ -251,10 +129,10 @@ class NameRecognizer:
         yield from self._lowercase(text, words)
         yield from self._handles(text)
         yield from self._spelled(text)
-        if _KANA_HAN.search(text):
-            yield from self._cjk(text)
-        if max(text) >= "\uac00" and _HANGUL_WORD.search(text):
-            yield from self._hangul(text)
+        if KANA_HAN.search(text):
+            yield from cjk_names(text, self._gaz)
+        if max(text) >= "\uac00" and HANGUL_WORD.search(text):
+            yield from hangul_names(text, self._gaz)
 
     # -- capitalised words and runs of them ----------------------------------------------
     def _runs(self, text: str, words: list[_Word]) -> Iterator[Finding]:
@@ -292,11 +170,11 @@ class NameRecognizer:
     def _uncased(word: _Word) -> bool:
         """Scripts without case (Arabic, Hebrew, Devanagari, ...), but not CJK."""
         first = word.text[0]
-        return not first.isupper() and not first.islower() and not _KANA_HAN.match(first)
+        return not first.isupper() and not first.islower() and not KANA_HAN.match(first)
 
     def _judge_run(self, text: str, run: list[_Word]) -> Iterator[Finding]:
         # Leading ordinary words ("Dear", "Contact", "Team") are not the name.
-        while run and not _is_name(run[0].kind) and not self._unknownish(run[0], len(run)):
+        while run and not is_name(run[0].kind) and not self._unknownish(run[0], len(run)):
             run = run[1:]
         if not run:
             return
@@ -311,15 +189,15 @@ class NameRecognizer:
                     # "Tiffany Miller", "Claude Dupont": a brand that is also a given name
                     # still counts next to a name.
                     scores.append(1 if "F" in w.kind else 0)
-                elif _clean(w.kind):
+                elif clean(w.kind):
                     scores.append(2)
                 elif (
-                    _is_name(w.kind)
+                    is_name(w.kind)
                     or self._unknownish(w, len(run))
                     or (
                         i
                         and "F" in run[i - 1].kind
-                        and _clean(run[i - 1].kind)
+                        and clean(run[i - 1].kind)
                         and not run[i - 1].not_name
                     )
                 ):
@@ -329,7 +207,7 @@ class NameRecognizer:
             while len(run) > 1 and scores[-1] == 0:
                 run, scores = run[:-1], scores[:-1]
             branded = any(w.not_name and s for w, s in zip(run, scores, strict=True))
-            known = any(_is_name(w.kind) and not w.not_name for w in run)
+            known = any(is_name(w.kind) and not w.not_name for w in run)
             if (
                 len(run) >= 2
                 and sum(scores) >= 2
@@ -339,7 +217,7 @@ class NameRecognizer:
                 yield Finding(run[0].start, run[-1].end, PERSON, 0.8)
                 return
         for word in run:
-            if self._single_is_name(text, word):
+            if self._singleis_name(text, word):
                 yield Finding(word.start, word.end, PERSON, 0.7)
             elif self._cued_alone(text, word, before):
                 yield Finding(word.start, word.end, PERSON, 0.65)
@@ -351,7 +229,7 @@ class NameRecognizer:
             return bool(after or _STRONG_CUE.search(before) or _PERSON_CUE.search(before))
         if word.not_name:
             return False
-        if after and _is_name(word.kind) and "P" not in word.kind:
+        if after and is_name(word.kind) and "P" not in word.kind:
             return True
         return bool(_TITLE_BEFORE.search(before)) and "W" not in word.kind and len(word.text) >= 2
 
@@ -365,13 +243,13 @@ class NameRecognizer:
             run_length <= 4
             and not first.isupper()
             and not first.islower()
-            and not _KANA_HAN.match(first)
+            and not KANA_HAN.match(first)
             and word.text.casefold() not in self._gaz.vocabulary
             and len(word.text) >= 2
         )
 
-    def _single_is_name(self, text: str, word: _Word) -> bool:
-        if not _is_name(word.kind) or len(word.text) < 2:
+    def _singleis_name(self, text: str, word: _Word) -> bool:
+        if not is_name(word.kind) or len(word.text) < 2:
             return False
         before = text[max(0, word.start - 40) : word.start]
         if _STRONG_CUE.search(before):
@@ -396,7 +274,7 @@ class NameRecognizer:
             if _in_identifier(text, word.start, word.end):
                 continue
             before = text[max(0, word.start - 30) : word.start]
-            if _clean(word.kind):
+            if clean(word.kind):
                 previous = words[i - 1] if i else None
                 given_before = (
                     previous is not None
@@ -406,7 +284,7 @@ class NameRecognizer:
                 )
                 if "F" in word.kind or given_before or _WEAK_CUE.search(before):
                     flagged.add(i)
-            elif (_is_name(word.kind) and "P" not in word.kind and _STRONG_CUE.search(before)) or (
+            elif (is_name(word.kind) and "P" not in word.kind and _STRONG_CUE.search(before)) or (
                 word.unknown and _PERSON_CUE.search(before)
             ):
                 flagged.add(i)
@@ -425,8 +303,8 @@ class NameRecognizer:
                 continue
             pair = (a, b)
             if (
-                all((_is_name(w.kind) and "P" not in w.kind) or w.unknown for w in pair)
-                and any(_clean(w.kind) or w.unknown for w in pair)
+                all((is_name(w.kind) and "P" not in w.kind) or w.unknown for w in pair)
+                and any(clean(w.kind) or w.unknown for w in pair)
                 and not any(_in_identifier(text, w.start, w.end) for w in pair)
             ):
                 flagged |= {i, j}
@@ -460,80 +338,7 @@ class NameRecognizer:
             if (len(letters) >= 4 and (cue or not dotted)) or (cue and len(letters) >= 3):
                 yield Finding(match.start(), match.end(), PERSON, 0.8)
 
-    def _cjk(self, text: str) -> Iterator[Finding]:
-        gaz = self._gaz
-        for run in _HAN.finditer(text):
-            chunk, base = run.group(0), run.start()
-            before_char = text[base - 1] if base else " "
-            after_char = text[run.end()] if run.end() < len(text) else " "
-            isolated = not _KANA_HAN.match(before_char) and not _KANA_HAN.match(after_char)
-            if (
-                isolated
-                and 2 <= len(chunk) <= 4
-                and ("L" in gaz.kind(chunk[0]) or "L" in gaz.kind(chunk[:2]))
-            ):
-                end = run.end()
-                # A Japanese name may be written with a space: "佐藤 健", "高橋 大輔".
-                spaced = re.match(
-                    r"[ \u3000]([\u4e00-\u9fff]{1,3})(?![\u3040-\u30ff\u4e00-\u9fff])", text[end:]
-                )
-                if spaced:
-                    end += spaced.end()
-                yield Finding(base, end, PERSON, 0.75)
-                continue
-            if isolated and 1 <= len(chunk) <= 3 and "F" in gaz.kind(chunk):
-                yield Finding(base, run.end(), PERSON, 0.7)  # a given name alone: "秀英"
-                continue
-            yield from self._names_in_han_text(text, chunk, base)
 
-    def _names_in_han_text(self, text: str, chunk: str, base: int) -> Iterator[Finding]:
-        """Inside running Chinese or Japanese text: a surname followed by a known given
-        name, or by one or two characters after a cue ("我叫") or before a title ("先生")."""
-        gaz = self._gaz
-        i = 0
-        while i < len(chunk):
-            found = None
-            for surname_len in (2, 1):
-                surname = chunk[i : i + surname_len]
-                if len(surname) < surname_len or "L" not in gaz.kind(surname):
-                    continue
-                rest = chunk[i + surname_len :]
-                given = next(
-                    (rest[:n] for n in (2,) if len(rest) >= n and "F" in gaz.kind(rest[:n])), None
-                )
-                if given is None:
-                    cue = _CJK_CUE_BEFORE.search(text[max(0, base + i - 6) : base + i])
-                    for n in (2, 1):
-                        title = _CJK_TITLE_AFTER.match(text[base + i + surname_len + n :])
-                        if len(rest) >= n and (cue or title):
-                            given = rest[:n]
-                            break
-                if given is not None:
-                    found = (base + i, base + i + surname_len + len(given))
-                    break
-            if found:
-                yield Finding(found[0], found[1], PERSON, 0.7)
-                i = found[1] - base
-            else:
-                i += 1
-
-    def _hangul(self, text: str) -> Iterator[Finding]:
-        for match in _HANGUL_WORD.finditer(text):
-            word = match.group(0)
-            for particle in _KOREANPARTICLES:
-                if word.endswith(particle) and len(word) - len(particle) >= 2:
-                    word = word[: -len(particle)]
-                    break
-            if 2 <= len(word) <= 4 and "L" in self._gaz.kind(word[0]):
-                given = word[1:]
-                isolated = match.end() - match.start() == len(word) and (
-                    match.start() == 0 or not text[match.start() - 1].isalpha()
-                )
-                if "F" in self._gaz.kind(given) or isolated:
-                    yield Finding(match.start(), match.start() + len(word), PERSON, 0.75)
-
-
-# Cues that point at a person, not a place: "ask Austin", not "to Austin".
 _PERSON_CUE = re.compile(
     r"(?i)\b(?:i'm|i’m|i am|this is|hi|hello|hey|ask|tell|told|asked|met|emailed|pinged|"
     r"texted|text|ping|remind|thanks|thank you|merci|danke|gracias|grazie|obrigad[oa]|bedankt|"
@@ -561,10 +366,10 @@ def handle_is_name(handle: str, gaz: Gazetteer | None = None, *, lenient: bool =
     kinds = [gaz.kind(p) for p in parts]
     if any(p.casefold() in gaz.not_names for p in parts):
         return False
-    clean = [p for p, k in zip(parts, kinds, strict=True) if len(p) >= 3 and _clean(k)]
-    named = [p for p, k in zip(parts, kinds, strict=True) if len(p) >= 3 and _is_name(k)]
+    clean_parts = [p for p, k in zip(parts, kinds, strict=True) if len(p) >= 3 and clean(k)]
+    named = [p for p, k in zip(parts, kinds, strict=True) if len(p) >= 3 and is_name(k)]
     if len(parts) >= 2:
-        if clean or len(named) >= 2:
+        if clean_parts or len(named) >= 2:
             return True
         # Where a key says a name belongs (a participant's "name"), an unknown word counts.
         return (
@@ -577,10 +382,10 @@ def handle_is_name(handle: str, gaz: Gazetteer | None = None, *, lenient: bool =
         )
     if lenient and len(core) >= 3:
         word = parts[0] if parts else core
-        if _clean(gaz.kind(word)):
+        if clean(gaz.kind(word)):
             return True
         # "jdoe", "msmith": an initial and a surname; "wolfgangoberdorfer": unknown.
-        if len(word) >= 4 and "L" in gaz.kind(word[1:]) and _clean(gaz.kind(word[1:])):
+        if len(word) >= 4 and "L" in gaz.kind(word[1:]) and clean(gaz.kind(word[1:])):
             return True
         return len(word) >= 5 and word.isalpha() and gaz.unknown(word)
     return False
@@ -603,12 +408,6 @@ def name_tokens(value: str) -> list[str]:
         ):
             out.append(word)
     return out
-
-
-def is_known_name(word: str) -> bool:
-    """A given name or surname that is not also a common word, place or product."""
-    gaz = gazetteer()
-    return _clean(gaz.kind(word)) and word.casefold() not in gaz.not_names
 
 
 def looks_like_person(value: str) -> bool:
