@@ -2,7 +2,10 @@
 
 Every string gets placeholder restore (both spellings); every free-text string also gets
 introduced-value redaction when the route asks for it. Protocol identifiers (``id``,
-``model``, ``role``, ``finish_reason``, function names, ...) are restored but not redacted.
+``model``, ``role``, ``finish_reason``, ...) are restored but not redacted, except the ones
+inside a choice that an upstream fills in itself (a message's ``name``, a tool call's ``id``
+and ``function.name``, a ``tool_call_id``): those are redacted too, into the identifier
+alphabet (``__pii_EMAIL_ADDRESS__``), of every type but the NER-found ``PERSON``.
 Tool-call ``arguments`` are JSON text and restored as such.
 
 In a stream, each (choice index, field path) string is a text of its own with its own
@@ -17,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from gateway.pii.introduced import IntroducedRedactor
 from gateway.pii.restore import StreamRestorer, holdback_start, restore
 from gateway.pii.vault import PlaceholderVault
 
@@ -38,6 +42,8 @@ IDENTIFIERS = frozenset(
         "service_tier",
     }
 )
+# Identifiers inside a choice whose value an upstream writes itself: redacted as well.
+WRITTEN_IDENTIFIERS = frozenset({"name", "id", "tool_call_id"})
 JSON_TEXT = frozenset({"arguments"})
 # A field path inside one choice: dict keys, and ("call", n) for the tool call with index n.
 FieldPath = tuple[Any, ...]
@@ -46,25 +52,29 @@ FieldPath = tuple[Any, ...]
 class ResponseRestorer:
     """Restores (and, if asked, redacts introduced values in) whole completions."""
 
-    def __init__(self, vault: PlaceholderVault, redact: Callable[[str], str] | None) -> None:
+    def __init__(self, vault: PlaceholderVault, redactor: IntroducedRedactor | None) -> None:
         self._vault = vault
-        self._redact = redact
+        self._redactor = redactor
 
-    def text(self, value: str, key: Any) -> str:
-        if self._redact is not None and key not in IDENTIFIERS:
-            value = self._redact(value)
+    def text(self, value: str, key: Any, *, in_choice: bool = False) -> str:
+        if self._redactor is not None:
+            if key not in IDENTIFIERS:
+                value = self._redactor.redact(value)
+            elif in_choice and key in WRITTEN_IDENTIFIERS:
+                value = self._redactor.redact_identifier(value)
         return restore(value, self._vault, json_escaped=key in JSON_TEXT)
 
-    def walk(self, node: Any, key: Any = None) -> Any:
+    def walk(self, node: Any, key: Any = None, *, in_choice: bool = False) -> Any:
         """``node`` with every string restored; dicts and lists are changed in place."""
         if isinstance(node, str):
-            return self.text(node, key)
+            return self.text(node, key, in_choice=in_choice)
         if isinstance(node, dict):
             for child_key, value in list(node.items()):
-                node[child_key] = self.walk(value, child_key)
+                inside = in_choice or child_key == "choices"
+                node[child_key] = self.walk(value, child_key, in_choice=inside)
         elif isinstance(node, list):
             for index, value in enumerate(node):
-                node[index] = self.walk(value, key)
+                node[index] = self.walk(value, key, in_choice=in_choice)
         return node
 
 
@@ -113,10 +123,10 @@ class _Restorer(Protocol):
 class StreamRestoration:
     """Per-stream state: one restorer per (choice index, field path)."""
 
-    def __init__(self, vault: PlaceholderVault, redact: Callable[[str], str] | None) -> None:
+    def __init__(self, vault: PlaceholderVault, redactor: IntroducedRedactor | None) -> None:
         self._vault = vault
-        self._redact = redact
-        self._whole = ResponseRestorer(vault, redact)
+        self._redactor = redactor
+        self._whole = ResponseRestorer(vault, redactor)
         self._open: dict[tuple[int, FieldPath], _Restorer] = {}
 
     def _restorer(self, index: int, path: FieldPath) -> _Restorer:
@@ -124,8 +134,8 @@ class StreamRestoration:
         if key not in self._open:
             json = path[-1] in JSON_TEXT
             self._open[key] = (
-                LineRedactingRestorer(self._vault, self._redact, json)
-                if self._redact is not None
+                LineRedactingRestorer(self._vault, self._redactor.redact, json)
+                if self._redactor is not None
                 else StreamRestorer(self._vault, json_escaped=json)
             )
         return self._open[key]
@@ -150,7 +160,7 @@ class StreamRestoration:
             here = (*path, key)
             if isinstance(value, str):
                 if key in IDENTIFIERS:
-                    node[key] = self._whole.text(value, key)
+                    node[key] = self._whole.text(value, key, in_choice=True)
                 else:
                     node[key] = self._restorer(index, here).push(value)
             elif isinstance(value, dict):
@@ -162,9 +172,9 @@ class StreamRestoration:
                             number = call.get("index", position)
                             self._fields(call, index, (*here, ("call", number)))
                         else:
-                            value[position] = self._whole.walk(call, key)
+                            value[position] = self._whole.walk(call, key, in_choice=True)
                 else:
-                    node[key] = self._whole.walk(value, key)
+                    node[key] = self._whole.walk(value, key, in_choice=True)
 
     def open_choices(self) -> list[int]:
         return sorted({index for index, _ in self._open})

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway.config import PIIDetectionConfig
@@ -226,19 +226,19 @@ class PIIStage:
         return "".join(out)
 
     # -- response side ----------------------------------------------------------------------
-    def _redactor(self, exchange: ChatExchange) -> Callable[[str], str] | None:
+    def _redactor(self, exchange: ChatExchange) -> IntroducedRedactor | None:
         policy = self._policies[exchange.request.model]
         if not policy.redact_introduced or policy.mode == "off":
             return None
         strings = exchange.notes.get("pii_client_strings") or ()
-        return IntroducedRedactor(self._detector, policy.entities, strings).redact
+        return IntroducedRedactor(self._detector, policy.entities, strings)
 
     async def on_completion(self, exchange: ChatExchange, completion: Chunk) -> Chunk:
         vault: PlaceholderVault | None = exchange.notes.get("pii_vault")
-        redact = self._redactor(exchange)
-        if vault is None and redact is None:
+        redactor = self._redactor(exchange)
+        if vault is None and redactor is None:
             return completion
-        restored = ResponseRestorer(vault or PlaceholderVault(), redact).walk(completion)
+        restored = ResponseRestorer(vault or PlaceholderVault(), redactor).walk(completion)
         assert isinstance(restored, dict)
         return restored
 
@@ -246,13 +246,13 @@ class PIIStage:
         self, exchange: ChatExchange, chunks: AsyncIterator[Chunk]
     ) -> AsyncIterator[Chunk]:
         vault: PlaceholderVault | None = exchange.notes.get("pii_vault")
-        redact = self._redactor(exchange)
+        redactor = self._redactor(exchange)
         shape = _StreamShape(exchange.request.model)
-        if vault is None and redact is None:
+        if vault is None and redactor is None:
             async for chunk in chunks:
                 yield shape.fill(chunk)
             return
-        restoration = StreamRestoration(vault or PlaceholderVault(), redact)
+        restoration = StreamRestoration(vault or PlaceholderVault(), redactor)
         async for chunk in chunks:
             yield restoration.chunk(shape.fill(chunk))
         for index in restoration.open_choices():

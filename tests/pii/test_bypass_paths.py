@@ -17,6 +17,10 @@ import httpx
 import pytest
 
 from gateway.auth import hash_key
+from gateway.pii.findings import Finding
+from gateway.pii.introduced import IntroducedRedactor
+from gateway.pii.response import StreamRestoration
+from gateway.pii.vault import PlaceholderVault
 from tests.conftest import CaptureUpstream
 from tests.gateway.conftest import RunningGateway, free_port, start_gateway, stop_gateway
 from tests.pii.conftest import pii_gateway_config
@@ -406,3 +410,141 @@ def test_arguments_nested_too_deep_or_with_lone_surrogates_are_a_400(
         response = chat(pii_gateway, body)
         assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "invalid_value"
+
+
+def streamed_choices(response: httpx.Response) -> dict[int, dict[str, Any]]:
+    """Per choice index: content, and the identifier fields (``name``, tool call ids/names)."""
+    out: dict[int, dict[str, Any]] = {}
+    for line in response.text.splitlines():
+        if not line.startswith("data: {"):
+            continue
+        for choice in json.loads(line[6:]).get("choices") or ():
+            seen = out.setdefault(choice["index"], {"content": "", "calls": {}})
+            delta = choice.get("delta") or {}
+            seen["content"] += delta.get("content") or ""
+            if "name" in delta:
+                seen["name"] = delta["name"]
+            for call in delta.get("tool_calls") or ():
+                got = seen["calls"].setdefault(call["index"], {"arguments": ""})
+                if "id" in call:
+                    got["id"] = call["id"]
+                function = call.get("function") or {}
+                if "name" in function:
+                    got["name"] = function["name"]
+                got["arguments"] += function.get("arguments") or ""
+    return out
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["capture", "capture-introduced"])
+def test_pii_the_upstream_put_in_identifier_fields_is_redacted_in_the_safe_form(
+    pii_gateway: RunningGateway, model: str, stream: bool
+) -> None:
+    mine = f"IDENTIFIERS for {EMAIL} and {PLANTED['name']}"
+    body = {"model": model, "messages": [{"role": "user", "content": mine}], "stream": stream}
+    response = chat(pii_gateway, body)
+    assert response.status_code == 200, response.text
+    if stream:
+        choice = streamed_choices(response)[0]
+        name, call, content = choice["name"], choice["calls"][0], choice["content"]
+    else:
+        message = response.json()["choices"][0]["message"]
+        name, content = message["name"], message["content"]
+        raw = message["tool_calls"][0]
+        call = {"id": raw["id"], **raw["function"]}
+    assert content == mine
+    assert json.loads(call["arguments"]) == {"text": mine}
+    if model == "capture":
+        assert (name, call["id"], call["name"]) == (
+            "intruder@example.net",
+            "intruder@example.net",
+            "(212) 555-0187",
+        )
+        return
+    assert name == call["id"] == "__pii_EMAIL_ADDRESS__"
+    assert call["name"] == "__pii_PHONE_NUMBER__"
+
+
+def test_a_value_inside_a_longer_client_value_is_not_the_clients_own(
+    pii_gateway: RunningGateway,
+) -> None:
+    # The upstream introduces intruder@example.net; the client only wrote a longer address
+    # that contains it, so that is no excuse. The client's own whole value (any case) is.
+    for client_value, kept in [
+        ("theintruder@example.net", False),
+        ("intruder@example.network", False),
+        ("INTRUDER@Example.NET", True),
+    ]:
+        mine = f"INTRODUCE reply to {client_value} please"
+        body = {"model": "capture-introduced", "messages": [{"role": "user", "content": mine}]}
+        expected = "intruder@example.net" if kept else "<EMAIL_ADDRESS>"
+        answer = chat(pii_gateway, body).json()["choices"][0]["message"]["content"]
+        assert answer == f"Ask {expected}. {mine}", client_value
+        streamed = chat(pii_gateway, {**body, "stream": True})
+        assert streamed_text(streamed)[0] == f"Ask {expected}. {mine}", client_value
+
+
+class _EmailDetector:
+    def detect(self, text: str) -> list[Any]:
+        return [
+            Finding(m.start(), m.end(), "EMAIL_ADDRESS", 0.9)
+            for m in re.finditer(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", text)
+        ]
+
+
+@pytest.mark.parametrize(
+    ("client", "redacted"),
+    [
+        ("write to joann@x.io", True),
+        ("write to ann@x.io.uk", False),
+        ("ann@x.ioo", True),
+        ("Mail ANN@X.IO.", False),
+        ("(ann@x.io)", False),
+        ("ann", True),
+        ("x.io", True),
+    ],
+)
+def test_the_clients_own_value_must_match_whole(client: str, redacted: bool) -> None:
+    redactor = IntroducedRedactor(
+        _EmailDetector(),  # type: ignore[arg-type]
+        frozenset({"EMAIL_ADDRESS"}),
+        ["unrelated", client],
+    )
+    expected = "ask <EMAIL_ADDRESS> now" if redacted else "ask ann@x.io now"
+    assert redactor.redact("ask ann@x.io now") == expected
+
+
+@pytest.mark.parametrize("model", ["capture", "capture-introduced"])
+def test_several_streamed_choices_are_restored_and_redacted_each_on_its_own(
+    pii_gateway: RunningGateway, capture: CaptureUpstream, model: str
+) -> None:
+    before = len(capture.requests())
+    mine = f"CHOICES to {EMAIL}, {PLANTED['name']}, {SSN}; literal <PERSON_1> and __pii_X_1__"
+    body = {"model": model, "n": 2, "messages": [{"role": "user", "content": mine}]}
+    introduced = "<EMAIL_ADDRESS>" if model == "capture-introduced" else "intruder@example.net"
+    expected = {0: mine, 1: f"Also {introduced}: {mine}"}
+    answer = chat(pii_gateway, body).json()
+    assert {c["index"]: c["message"]["content"] for c in answer["choices"]} == expected
+    streamed = streamed_choices(chat(pii_gateway, {**body, "stream": True}))
+    assert {index: seen["content"] for index, seen in streamed.items()} == expected
+    assert_none_arrived(capture, before, EMAIL, SSN, PLANTED["name"])
+
+
+class _NamesEverywhere(_EmailDetector):
+    def detect(self, text: str) -> list[Any]:
+        return [*super().detect(text), Finding(0, len(text), "PERSON", 0.8)]
+
+
+def test_identifier_redaction_keeps_ner_names_out_of_tool_call_ids() -> None:
+    # NER takes random ids for names now and then; such an id must survive the round trip.
+    redactor = IntroducedRedactor(
+        _NamesEverywhere(),  # type: ignore[arg-type]
+        frozenset({"EMAIL_ADDRESS", "PERSON"}),
+        ["hi"],
+    )
+    call = {"index": 0, "id": "call_sbpbW11yAzm60YDJEY8f0k4Z", "function": {"name": "a@b.io"}}
+    chunk = {"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}
+    out = StreamRestoration(PlaceholderVault(), redactor).chunk(chunk)
+    got = out["choices"][0]["delta"]["tool_calls"][0]
+    assert got["id"] == "call_sbpbW11yAzm60YDJEY8f0k4Z"
+    assert got["function"]["name"] == "__pii_EMAIL_ADDRESS__"

@@ -16,6 +16,11 @@ those of the last tool call in the request, exactly as received; ``ECHO_NAME`` a
 `` name=<the message's name>`` to the echo; ``REASONING`` also sends the echo in fields
 outside ``content`` (``delta.reasoning_content`` / ``message.reasoning_content`` and a
 top-level ``provider_note``), after an e-mail address of the upstream's own.
+``IDENTIFIERS`` answers with the echo plus identifier fields of the upstream's own: the
+message ``name`` and a tool call ``id`` hold ``intruder@example.net``, the tool call's
+``function.name`` the phone number ``(212) 555-0187``. ``CHOICES`` answers with two
+choices: index 0 the echo, index 1 the echo after ``intruder@example.net``; streamed, one
+character of each per event, the two interleaved (some events carry both choices).
 """
 
 from __future__ import annotations
@@ -104,6 +109,12 @@ def make_app(record: Path) -> Any:
             text += " name=" + str(last_user_message(body).get("name"))
         if text.startswith("REASONING"):
             await _reasoning(send, body, text)
+            return
+        if text.startswith("IDENTIFIERS"):
+            await _identifiers(send, body, text)
+            return
+        if text.startswith("CHOICES"):
+            await _choices(send, body, text)
             return
         if text.startswith("CALL_TOOL") or text.startswith("ECHO_ARGS"):
             arguments = (
@@ -246,6 +257,88 @@ async def _reasoning(send: Any, body: dict[str, Any], text: str) -> None:
                 "model": body.get("model"),
                 "provider_note": text,
                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            }
+        ).encode(),
+    )
+
+
+INTRUDER = "intruder@example.net"
+INTRUDER_PHONE = "(212) 555-0187"
+
+
+async def _identifiers(send: Any, body: dict[str, Any], text: str) -> None:
+    call = {
+        "id": INTRUDER,
+        "type": "function",
+        "function": {"name": INTRUDER_PHONE, "arguments": json.dumps({"text": text})},
+    }
+    if body.get("stream"):
+        first = {"index": 0, **call, "function": {**call["function"], "arguments": ""}}
+        events: list[dict[str, Any]] = [
+            {"choices": [{"index": 0, "delta": {"name": INTRUDER, "tool_calls": [first]}}]}
+        ]
+        events += [
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ch}}]},
+                    }
+                ]
+            }
+            for ch in call["function"]["arguments"]
+        ]
+        events += [{"choices": [{"index": 0, "delta": {"content": ch}}]} for ch in text]
+        await _stream(send, events)
+        return
+    message = {"role": "assistant", "name": INTRUDER, "content": text, "tool_calls": [call]}
+    await _respond(
+        send,
+        200,
+        b"application/json",
+        json.dumps(
+            {
+                "id": "chatcmpl-capture",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model"),
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+            }
+        ).encode(),
+    )
+
+
+async def _choices(send: Any, body: dict[str, Any], text: str) -> None:
+    texts = [text, f"Also {INTRUDER}: " + text]
+    if body.get("stream"):
+        events: list[dict[str, Any]] = []
+        for position in range(max(len(t) for t in texts)):
+            parts = [
+                {"index": index, "delta": {"content": t[position]}}
+                for index, t in enumerate(texts)
+                if position < len(t)
+            ]
+            if position % 3 == 0:
+                events.append({"choices": parts[::-1]})  # both choices in one event
+            else:
+                events += [{"choices": [part]} for part in parts]
+        await _stream(send, events)
+        return
+    choices = [
+        {"index": index, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+        for index, t in enumerate(texts)
+    ]
+    await _respond(
+        send,
+        200,
+        b"application/json",
+        json.dumps(
+            {
+                "id": "chatcmpl-capture",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model"),
+                "choices": choices,
             }
         ).encode(),
     )

@@ -163,7 +163,7 @@ def test_introduced_values_in_extra_fields_are_redacted() -> None:
             {"index": 0, "message": {"reasoning_content": "ask c@d.org", "role": "assistant"}}
         ],
     }
-    out = ResponseRestorer(PlaceholderVault(), redactor.redact).walk(completion)
+    out = ResponseRestorer(PlaceholderVault(), redactor).walk(completion)
     assert out["provider_note"] == "ping <EMAIL_ADDRESS>"
     assert out["choices"][0]["message"]["reasoning_content"] == "ask <EMAIL_ADDRESS>"
     assert out["choices"][0]["message"]["role"] == "assistant"
