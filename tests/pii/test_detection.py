@@ -238,3 +238,23 @@ def test_addresses_with_every_usps_suffix_and_uk_unit_lines_are_masked(
     detector: PIIDetector, value: str
 ) -> None:
     assert masked_whole(detector, f"ship to {value} please", value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "GET /api/v2/orders?page=3&per_page=50 returns 502",
+        "Order shipped via UPS 1Z999AA10123456784, ETA Friday",
+        "The SHA-256 is e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "shipped via Amazon Logistics 3 days ago",
+    ],
+)
+def test_engineering_prose_that_looks_like_names_or_streets_stays(
+    detector: PIIDetector, text: str
+) -> None:
+    assert untouched(detector, text), detector.detect(text)
+
+
+def test_an_italian_street_with_a_slashed_number_is_masked_whole(detector: PIIDetector) -> None:
+    value = "Via dei Mille 68/C, 80134 Napoli"
+    assert masked_whole(detector, f"residing at {value}, then", value)

@@ -100,12 +100,13 @@ _FR_STREET = re.compile(
 )
 _LATIN_TYPES = (
     r"(?:calle|c/|avenida|avda\.?|av\.|paseo|pº|plaza|pza\.?|camino|carretera|ctra\.?|ronda|"
-    r"travesía|glorieta|rambla|rua|r\.|travessa|praça|alameda|estrada|largo|via|viale|v\.le|"
+    r"travesía|glorieta|rambla|rua|r\.|travessa|praça|alameda|estrada|largo|(?-i:[Vv]ia(?=\s+(?:[A-Z][a-z]|(?:dei|del|della|delle|degli|di|da|de)\s)))|viale|v\.le|"
     r"piazza|p\.za|piazzale|corso|c\.so|vicolo|strada|lungomare|contrada|borgo)"
 )
 _LATIN_STREET = re.compile(
     rf"(?i)(?<![\w\-]){_LATIN_TYPES}\s+{_PARTICLE}?{_WORD}(?:\s+(?:{_PARTICLE})?{_WORD}){{0,4}}?"
-    rf",?\s*(?:n[º°o]\.?\s*|nr\.?\s*)?\d{{1,5}}[A-Za-z]?(?![\w])"
+    rf",?\s*(?:n[º°o]\.?\s*|nr\.?\s*)?\d{{1,5}}(?:[-/][A-Za-z0-9]{{1,3}}|[A-Za-z])?(?![\w])"
+    r"(?!\s+(?:days?|hours?|minutes?|weeks?|months?|years?|times?|items?|units?|km|miles?|%))"
 )
 _SEGMENT = r"(?:[A-Z0-9#][\w.'’\-/]*(?:\s(?:[A-Z0-9#(][\w.'’\-/)]*|of|de|la|du))*)"
 _INDIAN = re.compile(

@@ -84,6 +84,18 @@ _HANDLE = re.compile(
     r"[A-Za-z]{3,20}\d{1,4})(?![\w@\-/]|\.[A-Za-z])"
 )
 _MENTION = re.compile(r"(?<![\w@.])@(?P<handle>[A-Za-z][A-Za-z0-9_.\-]{1,30}[A-Za-z0-9])")
+_FUNCTION_WORDS = frozenset(
+    "the a an and or of to in on at for with by from is are was be as it this that these "  # noqa: SIM905
+    "those our your my his her their its we you they he she not no yes if so but than then "
+    "le la les un une des du de et ou der die das ein eine und oder el los las y o lo il "
+    "gli di e het een en van".split()
+)
+
+
+def _never_a_name(word: _Word) -> bool:
+    return word.text.casefold() in _FUNCTION_WORDS or (word.text.isupper() and len(word.text) <= 3)
+
+
 _CONJUNCTIONS = frozenset({"and", "or", "et", "und", "y", "e", "en", "&"})
 
 
@@ -173,8 +185,12 @@ class NameRecognizer:
         return not first.isupper() and not first.islower() and not KANA_HAN.match(first)
 
     def _judge_run(self, text: str, run: list[_Word]) -> Iterator[Finding]:
-        # Leading ordinary words ("Dear", "Contact", "Team") are not the name.
-        while run and not is_name(run[0].kind) and not self._unknownish(run[0], len(run)):
+        # Function words and short acronyms ("The", "SHA", "API") never make a name, even
+        # where some locale has them as one; leading ordinary words ("Dear") are not it.
+        while run and (
+            _never_a_name(run[0])
+            or (not is_name(run[0].kind) and not self._unknownish(run[0], len(run)))
+        ):
             run = run[1:]
         if not run:
             return
@@ -185,7 +201,9 @@ class NameRecognizer:
             # "Margaret Thornton", "Kim Eunji", "Aruzhan Seitkali", "Matteo Fontana".
             scores = []
             for i, w in enumerate(run):
-                if w.not_name:
+                if w.text.isupper() and len(w.text) <= 3:
+                    scores.append(0)  # an acronym: "SHA", "API", "UPS"
+                elif w.not_name:
                     # "Tiffany Miller", "Claude Dupont": a brand that is also a given name
                     # still counts next to a name.
                     scores.append(1 if "F" in w.kind else 0)
@@ -369,7 +387,8 @@ def handle_is_name(handle: str, gaz: Gazetteer | None = None, *, lenient: bool =
     clean_parts = [p for p, k in zip(parts, kinds, strict=True) if len(p) >= 3 and clean(k)]
     named = [p for p, k in zip(parts, kinds, strict=True) if len(p) >= 3 and is_name(k)]
     if len(parts) >= 2:
-        if clean_parts or len(named) >= 2:
+        plain = [p for p in named if not any(flag in gaz.kind(p) for flag in "WXD")]
+        if clean_parts or len(plain) >= 2:
             return True
         # Where a key says a name belongs (a participant's "name"), an unknown word counts.
         return (
