@@ -123,9 +123,10 @@ class PIIStage:
             raise
         exchange.notes["pii_detect_ms"] = round((time.perf_counter() - started) * 1000, 3)
         relevant = [[f for f in found if f.entity_type in policy.entities] for found in findings]
-        relevant = propagate([leaf.text for leaf in walk.leaves], relevant)
+        texts = [leaf.text for leaf in walk.leaves]
+        relevant = propagate(texts, relevant)
         if policy.redact_introduced:
-            exchange.notes["pii_client_strings"] = [leaf.text for leaf in walk.leaves]
+            exchange.notes["pii_client_strings"] = texts
         if policy.mode == "block":
             types = sorted({f.entity_type for found in relevant for f in found})
             if types:
