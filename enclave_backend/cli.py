@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--model-name", help="id served in /v1/models (default: file stem)")
     model.add_argument(
+        "--chat-template-file",
+        type=Path,
+        help="Jinja chat template to use instead of the GGUF's own (it picks the tool format)",
+    )
+    model.add_argument(
         "--requantize",
         choices=["none", "q8_0", "q4_0"],
         default="none",
@@ -131,6 +136,7 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
         model_package=args.model_package,
         model_file=args.model_file,
         model_name=args.model_name,
+        chat_template_file=args.chat_template_file,
         requantize=args.requantize,
         cache_dir=args.cache_dir,
         slots=args.slots,

@@ -9,16 +9,15 @@ OpenAI completion objects or stream chunks. It knows nothing of HTTP.
 from __future__ import annotations
 
 import asyncio
-import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
 from enclave_backend.chat_template import ChatTemplate, ChatTemplateError
+from enclave_backend.choice_output import ChoiceOutput
 from enclave_backend.generation import (
     Failed,
     Finished,
@@ -26,10 +25,13 @@ from enclave_backend.generation import (
     GenerationRequest,
     TextDelta,
 )
+from enclave_backend.grammar import SchemaGrammarError, json_object_grammar, json_schema_grammar
 from enclave_backend.llama_runtime import LlamaRuntime
 from enclave_backend.protocol import ChatCompletionRequest
 from enclave_backend.sampling import GrammarError, SamplerChain, SamplingParams
 from enclave_backend.scheduler import QueueFull, SchedulerStopped, SlotScheduler
+from enclave_backend.tools.formats import ResponseShape, ToolFormat, tool_format_for
+from enclave_backend.tools.spec import ToolSpec
 from gateway.errors import GatewayError, bad_request
 
 QUEUE_FULL_RETRY_AFTER_S = 1
@@ -43,6 +45,7 @@ class Submission:
     created: int
     model: str
     handles: list[GenerationHandle]
+    outputs: list[ChoiceOutput]
     prompt_tokens: int
 
     def cancel(self) -> None:
@@ -64,6 +67,7 @@ class ChatCompletions:
         self._runtime = runtime
         self._scheduler = scheduler
         self._template = template
+        self.tool_format: ToolFormat = tool_format_for(template.source)
         self.model_name = model_name
         self.fingerprint = fingerprint
         self.weights_sha256 = weights_sha256
@@ -85,16 +89,14 @@ class ChatCompletions:
                 param=unsupported,
                 code="unsupported_parameter",
             )
-        if request.tools and not self._template.supports_tools:
-            raise bad_request(
-                "This model's chat template does not support tools; remove 'tools' or "
-                "use a model whose template does.",
-                param="tools",
-                code="unsupported_parameter",
-            )
-        prompt = self._prompt_tokens(request)
+        spec = request.tool_spec()
+        tool_format = self.tool_format if spec is not None else None
+        prompt = self._prompt_tokens(request, spec)
         max_tokens = self._max_tokens(request, len(prompt))
-        params = self._sampling_params(request)
+        params = self._sampling_params(request, spec)
+        # The generic envelope is grammar-shaped from its first token: a stop string inside
+        # it would cut a call in half, so stops apply only where text is free.
+        stops = () if spec is not None and not self.tool_format.renders_tools else None
         handles: list[GenerationHandle] = []
         try:
             for choice in range(request.n):
@@ -107,8 +109,9 @@ class ChatCompletions:
                             prompt=prompt,
                             sampler=chain,
                             max_tokens=max_tokens,
-                            stops=request.stop_sequences(),
+                            stops=request.stop_sequences() if stops is None else stops,
                             handle=handle,
+                            special_pieces=tool_format is not None and tool_format.renders_tools,
                             use_prompt_cache=request.seed is None,
                         )
                     )
@@ -137,14 +140,33 @@ class ChatCompletions:
             created=int(time.time()),
             model=self.model_name,
             handles=handles,
+            outputs=[self._choice_output(request, tool_format) for _ in handles],
             prompt_tokens=len(prompt),
         )
 
-    def _prompt_tokens(self, request: ChatCompletionRequest) -> list[int]:
+    @staticmethod
+    def _choice_output(
+        request: ChatCompletionRequest, tool_format: ToolFormat | None
+    ) -> ChoiceOutput:
+        if tool_format is None:
+            return ChoiceOutput(None, None)
+        json_response = request.response_format is not None and (
+            request.response_format.type != "text"
+        )
+        return ChoiceOutput(tool_format, tool_format.parser(response_is_json=json_response))
+
+    def _prompt_tokens(self, request: ChatCompletionRequest, spec: ToolSpec | None) -> list[int]:
+        messages = [m.for_template() for m in request.messages]
+        with_tools = spec is not None or any(
+            m.tool_calls or m.role == "tool" for m in request.messages
+        )
+        tools = None
+        if with_tools:
+            messages = self.tool_format.messages(messages, spec)
+            if spec is not None and self.tool_format.renders_tools:
+                tools = spec.tools_json()
         try:
-            text = self._template.render(
-                [m.for_template() for m in request.messages], tools=request.tools
-            )
+            text = self._template.render(messages, tools=tools)
         except ChatTemplateError as exc:
             raise bad_request(str(exc), param="messages") from None
         bos = self._runtime.token_text(self._runtime.bos_token)
@@ -178,14 +200,16 @@ class ChatCompletions:
             )
         return asked
 
-    def _sampling_params(self, request: ChatCompletionRequest) -> SamplingParams:
+    def _sampling_params(
+        self, request: ChatCompletionRequest, spec: ToolSpec | None
+    ) -> SamplingParams:
         defaults = SamplingParams()
         logit_bias: dict[int, float] = {}
         for key, bias in (request.logit_bias or {}).items():
-            if not key.lstrip("-").isdigit() or not 0 <= int(key) < self._runtime.n_vocab:
+            if not _TOKEN_ID.match(key) or not 0 <= int(key) < self._runtime.n_vocab:
                 raise bad_request(
-                    f"Invalid key in 'logit_bias': {key!r} is not a token id of this model "
-                    f"(0..{self._runtime.n_vocab - 1}).",
+                    "Invalid key in 'logit_bias': every key must be a token id of this model "
+                    f"(an integer 0..{self._runtime.n_vocab - 1}).",
                     param="logit_bias",
                     code="invalid_value",
                 )
@@ -199,15 +223,46 @@ class ChatCompletions:
             repeat_penalty=_pick(request.repeat_penalty, defaults.repeat_penalty),
             frequency_penalty=_pick(request.frequency_penalty, defaults.frequency_penalty),
             presence_penalty=_pick(request.presence_penalty, defaults.presence_penalty),
-            grammar=_grammar_for(request),
             logit_bias=logit_bias,
+            **self._grammar(request, spec),
         )
+
+    def _grammar(self, request: ChatCompletionRequest, spec: ToolSpec | None) -> dict[str, Any]:
+        """The grammar settings: tool calls, else response_format, else none."""
+        response = _response_shape(request)
+        if spec is None:
+            if response is None:
+                return {}
+            grammar = json_object_grammar() if response == "object" else None
+            if grammar is None:
+                assert isinstance(response, dict)
+                grammar = _schema_grammar(response, "response_format.json_schema.schema")
+            return {"grammar": grammar}
+        try:
+            tool_grammar = self.tool_format.grammar(spec, response)
+        except SchemaGrammarError as exc:
+            raise bad_request(
+                f"A tool's parameters (or response_format's schema) cannot be enforced: {exc}",
+                param="tools",
+                code="invalid_value",
+            ) from None
+        tokens = []
+        for word in tool_grammar.trigger_words:
+            ids = self._runtime.tokenize(word, add_special=False, parse_special=True)
+            if len(ids) == 1:
+                tokens.append(ids[0])
+        return {
+            "grammar": tool_grammar.gbnf,
+            "grammar_triggers": tool_grammar.trigger_patterns,
+            "grammar_trigger_tokens": tuple(tokens),
+        }
 
     def _sampler_chain(self, params: SamplingParams) -> SamplerChain:
         try:
             return SamplerChain(params, vocab=self._runtime.vocab, n_vocab=self._runtime.n_vocab)
         except GrammarError as exc:
-            raise bad_request(str(exc), param="response_format") from None
+            param = "tools" if params.grammar_triggers else "response_format"
+            raise bad_request(str(exc), param=param) from None
 
     # -- events -> OpenAI payloads ------------------------------------------------------
     async def complete(self, submission: Submission) -> dict[str, Any]:
@@ -220,12 +275,15 @@ class ChatCompletions:
         for index, (text, finished) in enumerate(results):
             completion_tokens += finished.completion_tokens
             cached = max(cached, finished.cached_tokens)
+            output = submission.outputs[index]
+            output.push(text)
+            output.finish()
             choices.append(
                 {
                     "index": index,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": output.message(),
                     "logprobs": None,
-                    "finish_reason": finished.finish_reason,
+                    "finish_reason": output.finish_reason(finished.finish_reason),
                 }
             )
         return {
@@ -267,14 +325,18 @@ class ChatCompletions:
         cached = 0
         finished: list[Finished] = []
         async for index, event in _merge(submission.handles):
+            output = submission.outputs[index]
             if isinstance(event, TextDelta):
-                yield chunk(index, {"content": event.text}, None)
+                for delta in output.push(event.text):
+                    yield chunk(index, delta, None)
             else:
                 assert isinstance(event, Finished)
                 completion_tokens += event.completion_tokens
                 cached = max(cached, event.cached_tokens)
                 finished.append(event)
-                yield chunk(index, {}, event.finish_reason)
+                for delta in output.finish():
+                    yield chunk(index, delta, None)
+                yield chunk(index, {}, output.finish_reason(event.finish_reason))
         if include_usage:
             yield {
                 **base,
@@ -288,19 +350,24 @@ def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _grammar_for(request: ChatCompletionRequest) -> str | None:
+_TOKEN_ID = re.compile(r"^-?[0-9]{1,9}$")
+
+
+def _response_shape(request: ChatCompletionRequest) -> ResponseShape:
     fmt = request.response_format
     if fmt is None or fmt.type == "text":
         return None
     if fmt.type == "json_object" or fmt.json_schema is None or not fmt.json_schema.schema_:
-        return str(JSON_GBNF)
+        return "object"
+    return fmt.json_schema.schema_
+
+
+def _schema_grammar(schema: dict[str, Any], param: str) -> str:
     try:
-        return str(json_schema_to_gbnf(json.dumps(fmt.json_schema.schema_)))
-    except Exception as exc:  # the converter raises bare Exceptions on unsupported schemas
+        return json_schema_grammar(schema)
+    except SchemaGrammarError as exc:
         raise bad_request(
-            f"response_format.json_schema.schema cannot be turned into a grammar: {exc}",
-            param="response_format.json_schema.schema",
-            code="invalid_value",
+            f"{param} cannot be enforced: {exc}", param=param, code="invalid_value"
         ) from None
 
 

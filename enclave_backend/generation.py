@@ -73,4 +73,6 @@ class GenerationRequest:
     # Cached KV cells were computed in other batch shapes and differ in low-order bits, so a
     # seeded request is evaluated from scratch to stay reproducible.
     use_prompt_cache: bool = True
+    # Render special tokens into the text: a tool format's markers may be special tokens.
+    special_pieces: bool = False
     enqueued_at: float = field(default_factory=time.monotonic)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from enclave_backend.tools.spec import FunctionSpec, ToolSpec
 
 MAX_STOP_SEQUENCES = 16
 MAX_CHOICES = 16
@@ -21,6 +24,28 @@ class _Strict(BaseModel):
 class TextPart(_Strict):
     type: Literal["text"]
     text: str
+
+
+_NON_TEXT_PARTS = {
+    "image_url": "images",
+    "input_image": "images",
+    "input_audio": "audio",
+    "file": "files",
+    "input_file": "files",
+}
+
+
+def _refuse_non_text_parts(value: Any) -> Any:
+    if isinstance(value, list):
+        for index, part in enumerate(value):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if isinstance(kind, str) and kind in _NON_TEXT_PARTS:
+                raise PydanticCustomError(
+                    "unsupported_content_part",
+                    "this model does not accept {what}",
+                    {"what": _NON_TEXT_PARTS[kind], "index": index, "kind": kind},
+                )
+    return value
 
 
 class FunctionCall(_Strict):
@@ -40,6 +65,8 @@ class ChatMessage(_Strict):
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+
+    _parts = field_validator("content", mode="before")(_refuse_non_text_parts)
 
     def text(self) -> str:
         if self.content is None:
@@ -64,6 +91,31 @@ class ChatMessage(_Strict):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+
+
+FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+MAX_TOOLS = 128
+
+
+class FunctionDefinition(_Strict):
+    name: FunctionName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class JsonSchemaFormat(_Strict):
@@ -110,9 +162,23 @@ class ChatCompletionRequest(_Strict):
     user: str | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    tools: Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+
+    @model_validator(mode="after")
+    def _tools_consistent(self) -> ChatCompletionRequest:
+        names = [tool.function.name for tool in self.tools or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("two tools in 'tools' have the same function name")
+        if self.tool_choice not in (None, "none") and not self.tools:
+            raise ValueError("'tool_choice' is only allowed when 'tools' are specified")
+        if (
+            isinstance(self.tool_choice, NamedToolChoice)
+            and self.tool_choice.function.name not in names
+        ):
+            raise ValueError("'tool_choice' names a function that is not in 'tools'")
+        return self
 
     def unsupported_parameter(self) -> str | None:
         """Name of a parameter the engine recognises but cannot honour, if any is set."""
@@ -120,9 +186,29 @@ class ChatCompletionRequest(_Strict):
             return "logprobs"
         if self.top_logprobs is not None:
             return "top_logprobs"
-        if self.tool_choice not in (None, "none", "auto"):
-            return "tool_choice"
         return None
+
+    def tool_spec(self) -> ToolSpec | None:
+        """The calls this turn may make; None without tools or with ``tool_choice: none``."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        functions = tuple(
+            FunctionSpec(
+                name=tool.function.name,
+                description=tool.function.description,
+                parameters=tool.function.parameters or {"type": "object", "properties": {}},
+            )
+            for tool in self.tools
+        )
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            return ToolSpec(functions, "named", choice.function.name, parallel=False)
+        return ToolSpec(
+            functions,
+            "required" if choice == "required" else "auto",
+            None,
+            parallel=self.parallel_tool_calls is not False,
+        )
 
     def stop_sequences(self) -> tuple[str, ...]:
         if self.stop is None:

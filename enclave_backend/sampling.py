@@ -6,6 +6,7 @@ sequence's logits in the last batch and accepts the token (updating penalties an
 
 from __future__ import annotations
 
+import ctypes
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,9 @@ class SamplingParams:
     presence_penalty: float = 0.0
     penalty_last_n: int = 64
     grammar: str | None = None
+    # A lazy grammar waits for one of these (regexes over the output, or token ids) first.
+    grammar_triggers: tuple[str, ...] = ()
+    grammar_trigger_tokens: tuple[int, ...] = ()
     logit_bias: dict[int, float] = field(default_factory=dict)
 
     def resolved_seed(self) -> int:
@@ -61,12 +65,7 @@ class SamplerChain:
 
     def _build(self, params: SamplingParams, vocab: Any, n_vocab: int) -> None:
         if params.grammar is not None:
-            grammar = llama_cpp.llama_sampler_init_grammar(
-                vocab, params.grammar.encode("utf-8"), b"root"
-            )
-            if not grammar:
-                raise GrammarError("the grammar for response_format could not be parsed")
-            self._add(grammar)
+            self._add(_grammar_sampler(params, vocab))
         if params.logit_bias:
             biases = (llama_cpp.llama_logit_bias * len(params.logit_bias))()
             for i, (token, bias) in enumerate(params.logit_bias.items()):
@@ -79,7 +78,9 @@ class SamplerChain:
             or params.presence_penalty != 0.0
         ):
             self._add(
+                # The pinned binding declares n_vocab first, as this llama.h does.
                 llama_cpp.llama_sampler_init_penalties(
+                    n_vocab,
                     params.penalty_last_n,
                     params.repeat_penalty,
                     params.frequency_penalty,
@@ -106,3 +107,23 @@ class SamplerChain:
         if self._chain is not None:
             llama_cpp.llama_sampler_free(self._chain)
             self._chain = None
+
+
+def _grammar_sampler(params: SamplingParams, vocab: Any) -> Any:
+    assert params.grammar is not None
+    text = params.grammar.encode("utf-8")
+    if not params.grammar_triggers and not params.grammar_trigger_tokens:
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, text, b"root")
+    else:
+        patterns = (ctypes.c_char_p * len(params.grammar_triggers))(
+            *(p.encode("utf-8") for p in params.grammar_triggers)
+        )
+        tokens = (llama_cpp.llama_token * len(params.grammar_trigger_tokens))(
+            *params.grammar_trigger_tokens
+        )
+        sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+            vocab, text, b"root", patterns, len(patterns), tokens, len(tokens)
+        )
+    if not sampler:
+        raise GrammarError("the grammar for this request could not be parsed")
+    return sampler

@@ -300,7 +300,7 @@ class SlotScheduler:
             self._finish(slot, "stop", outbox)
             return
         slot.generated += 1
-        text = slot.text.push(self._runtime.token_piece(token))
+        text = slot.text.push(self._runtime.token_piece(token, special=request.special_pieces))
         if text:
             outbox.append((request.handle, TextDelta(text)))
         if slot.text.stopped:

@@ -44,6 +44,7 @@ class EngineSettings:
     tls_port: int | None = None
     tls_names: tuple[str, ...] | list[str] = ()
     attestation: str = "auto"
+    chat_template_file: Path | None = None
 
     def listen_address(self) -> str:
         if self.socket:
@@ -88,6 +89,9 @@ def load_engine(settings: EngineSettings) -> LoadedEngine:
         )
     )
     template_source = runtime.chat_template_source()
+    if settings.chat_template_file is not None:
+        log.info("chat template from %s, not from the GGUF", settings.chat_template_file.name)
+        template_source = settings.chat_template_file.read_text(encoding="utf-8")
     if template_source is None:
         log.warning("%s has no chat template; using ChatML", source.name)
         template_source = CHATML_TEMPLATE

@@ -112,6 +112,22 @@ def from_validation_error(
         )
     loc = tuple(first["loc"])
     param = param_path(loc, echoable)
+    context = first.get("ctx") or {}
+    if first["type"] == "unsupported_parameter":
+        name = str(context["param"])
+        return bad_request(
+            f"The parameter '{name}' is not supported: {context['why']}.",
+            param=name,
+            code="unsupported_parameter",
+        )
+    if first["type"] == "unsupported_content_part":
+        where = f"{param}[{context['index']}]" if param else "a content part"
+        return bad_request(
+            f"This model does not accept {context['what']}: '{where}' is an "
+            f"'{context['kind']}' part. Send the message as text parts only.",
+            param=param,
+            code="unsupported_content_type",
+        )
     if first["type"] == "extra_forbidden" and not echoable(str(loc[-1] if loc else "")):
         # The unknown key is the client's own string: name only where it sits.
         parent = param_path(loc[:-1], echoable)
@@ -133,8 +149,9 @@ def from_validation_error(
             param=param,
             code="missing_required_parameter",
         )
+    message = str(first["msg"]).removeprefix("Value error, ")
     if param is None:
-        return bad_request(f"Invalid request: {first['msg']}.", code="invalid_value")
+        return bad_request(f"Invalid request: {message}.", code="invalid_value")
     return bad_request(
-        f"Invalid value for '{param}': {first['msg']}.", param=param, code="invalid_value"
+        f"Invalid value for '{param}': {message}.", param=param, code="invalid_value"
     )

@@ -7,6 +7,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 MAX_CHOICES = 8
 MAX_STOP_SEQUENCES = 16
@@ -19,6 +20,30 @@ class _Wire(BaseModel):
 class TextPart(_Wire):
     type: Literal["text"]
     text: str
+
+
+# Content parts of OpenAI's API that no model here can read, and what to call them.
+NON_TEXT_PARTS = {
+    "image_url": "images",
+    "input_image": "images",
+    "input_audio": "audio",
+    "file": "files",
+    "input_file": "files",
+}
+
+
+def refuse_non_text_parts(value: Any) -> Any:
+    """A non-text part gets a message naming it, not "Input should be a valid string"."""
+    if isinstance(value, list):
+        for index, part in enumerate(value):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if isinstance(kind, str) and kind in NON_TEXT_PARTS:
+                raise PydanticCustomError(
+                    "unsupported_content_part",
+                    "this model does not accept {what}",
+                    {"what": NON_TEXT_PARTS[kind], "index": index, "kind": kind},
+                )
+    return value
 
 
 MAX_ARGUMENT_DEPTH = 64
@@ -96,6 +121,8 @@ class ChatMessage(_Wire):
     tool_call_id: str | None = None
     refusal: str | None = None
 
+    _parts = field_validator("content", mode="before")(refuse_non_text_parts)
+
     @model_validator(mode="after")
     def _content_where_required(self) -> ChatMessage:
         if self.content is None and self.role != "assistant":
@@ -124,6 +151,36 @@ class NamedToolChoice(_Wire):
 
 class StreamOptions(_Wire):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # accepted; nothing here pads streams
+
+
+class Prediction(_Wire):
+    type: Literal["content"]
+    content: str | list[TextPart]
+
+
+# Standard parameters accepted and ignored (docs/api.md says why each is harmless): they are
+# never forwarded to any upstream, so nothing they carry leaves the gateway.
+IGNORED_PARAMETERS = frozenset(
+    {
+        "metadata",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "safety_identifier",
+        "verbosity",
+        "reasoning_effort",
+        "prediction",
+    }
+)
+# Standard parameters refused, each with why.
+REFUSED_PARAMETERS = {
+    "audio": "audio output is not supported by this gateway",
+    "web_search_options": "web search is not supported by this gateway",
+    "functions": "the deprecated 'functions' parameter is not supported; send 'tools'",
+    "function_call": "the deprecated 'function_call' parameter is not supported; send "
+    "'tool_choice'",
+}
 
 
 class JsonSchemaFormat(_Wire):
@@ -147,6 +204,8 @@ class ResponseFormat(_Wire):
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
+MetadataKey = Annotated[str, Field(max_length=64)]
+MetadataValue = Annotated[str, Field(max_length=512)]
 
 
 class ChatCompletionRequest(_Wire):
@@ -173,6 +232,64 @@ class ChatCompletionRequest(_Wire):
     top_k: Annotated[int, Field(ge=0)] | None = None
     min_p: Probability | None = None
     repeat_penalty: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    # Accepted and ignored (IGNORED_PARAMETERS).
+    metadata: dict[MetadataKey, MetadataValue] | None = None
+    store: bool | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    prompt_cache_key: Annotated[str, Field(max_length=1024)] | None = None
+    safety_identifier: Annotated[str, Field(max_length=256)] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    prediction: Prediction | None = None
+    # Refused (REFUSED_PARAMETERS): typed loosely so the refusal, not a shape error, answers.
+    audio: Any = None
+    web_search_options: Any = None
+    functions: Any = None
+    function_call: Any = None
+
+    @model_validator(mode="after")
+    def _refused(self) -> ChatCompletionRequest:
+        for name, why in REFUSED_PARAMETERS.items():
+            if name in self.model_fields_set and getattr(self, name) is not None:
+                raise PydanticCustomError(
+                    "unsupported_parameter", "{why}", {"why": why, "param": name}
+                )
+        if self.modalities and "audio" in self.modalities:
+            raise PydanticCustomError(
+                "unsupported_parameter",
+                "{why}",
+                {"why": "audio output is not supported by this gateway", "param": "modalities"},
+            )
+        if self.logprobs:
+            raise PydanticCustomError(
+                "unsupported_parameter",
+                "{why}",
+                {"why": "this gateway does not return log probabilities yet", "param": "logprobs"},
+            )
+        if self.top_logprobs:
+            raise PydanticCustomError(
+                "unsupported_parameter",
+                "{why}",
+                {
+                    "why": "this gateway does not return log probabilities yet",
+                    "param": "top_logprobs",
+                },
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tool_choice_needs_tools(self) -> ChatCompletionRequest:
+        choice = self.tool_choice
+        if choice is not None and choice != "none" and not self.tools:
+            raise ValueError("'tool_choice' is only allowed when 'tools' are specified")
+        if isinstance(choice, NamedToolChoice):
+            name = choice.function.get("name")
+            if not any(t.function.name == name for t in self.tools or ()):
+                raise ValueError("'tool_choice' names a function that is not in 'tools'")
+        return self
 
     @model_validator(mode="after")
     def _stream_options_need_stream(self) -> ChatCompletionRequest:
@@ -189,6 +306,13 @@ class ChatCompletionRequest(_Wire):
 
     def upstream_body(self, upstream_model: str) -> dict[str, Any]:
         """The JSON the upstream receives: what the client set, under the upstream's model id."""
-        body = self.model_dump(mode="json", exclude_unset=True, by_alias=True)
+        body = self.model_dump(
+            mode="json",
+            exclude_unset=True,
+            by_alias=True,
+            exclude=set(IGNORED_PARAMETERS | {"modalities", "logprobs", "top_logprobs"}),
+        )
+        if body.get("stream_options"):
+            body["stream_options"].pop("include_obfuscation", None)
         body["model"] = upstream_model
         return body
