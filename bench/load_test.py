@@ -70,7 +70,7 @@ async def client_loop(
                 response.status_code == 200
                 and lines
                 and lines[-1] == "data: [DONE]"
-                and '"attestation_token"' in lines[-2]
+                and lines[-2].startswith(": attestation_token ")
             )
         except httpx.HTTPError:
             ok = False

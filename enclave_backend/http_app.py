@@ -47,7 +47,7 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise GatewayError(413, f"Request body is larger than the limit of {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
@@ -128,6 +128,7 @@ class EngineApp:
             routes=[
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
+                Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
                 *(
                     [Route("/v1/attestation", self.attestation, methods=["GET"])]
@@ -190,20 +191,27 @@ class EngineApp:
             ) from None
         return JSONResponse(document)
 
+    def _model_object(self) -> dict[str, Any]:
+        return {
+            "id": self._completions.model_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "enclave_backend",
+        }
+
     async def models(self, _: Request) -> Response:
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": [
-                    {
-                        "id": self._completions.model_name,
-                        "object": "model",
-                        "created": 0,
-                        "owned_by": "enclave_backend",
-                    }
-                ],
-            }
-        )
+        return JSONResponse({"object": "list", "data": [self._model_object()]})
+
+    async def model(self, request: Request) -> Response:
+        if request.path_params["model_id"] != self._completions.model_name:
+            raise GatewayError(
+                404,
+                f"The model does not exist; this engine serves '{self._completions.model_name}'.",
+                type="invalid_request_error",
+                param="model",
+                code="model_not_found",
+            )
+        return JSONResponse(self._model_object())
 
     async def health(self, _: Request) -> Response:
         stats = self._scheduler.stats()
@@ -240,10 +248,18 @@ async def _api_error(_: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
-async def _http_exception(_: Request, exc: Exception) -> Response:
+async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
-    return error_response(GatewayError(exc.status_code, str(exc.detail), type=kind))
+    if exc.status_code == 404:
+        return error_response(
+            GatewayError(
+                404,
+                "Unknown route. This engine serves /v1/chat/completions, /v1/models, "
+                "/v1/models/{model} and /health.",
+                type="invalid_request_error",
+            )
+        )
+    return error_response(GatewayError(exc.status_code, str(exc.detail)))
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:

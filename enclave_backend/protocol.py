@@ -65,6 +65,7 @@ class ChatMessage(_Strict):
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    refusal: str | None = None
 
     _parts = field_validator("content", mode="before")(_refuse_non_text_parts)
 

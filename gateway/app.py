@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
@@ -36,7 +37,7 @@ from gateway.attestation.service import (
     AttestationService,
     sha256_hex,
 )
-from gateway.attestation.token import ResponseFacts
+from gateway.attestation.token import STREAM_TOKEN_COMMENT, ResponseFacts
 from gateway.auth import APIKeyStore, AuthFailureGuard
 from gateway.config import APIKeyConfig
 from gateway.errors import (
@@ -69,6 +70,10 @@ SSE_DONE = b"data: [DONE]\n\n"
 def sse_event(payload: dict[str, Any]) -> bytes:
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     return b"data: " + data.encode("utf-8") + b"\n\n"
+
+
+def token_comment(token: str) -> bytes:
+    return STREAM_TOKEN_COMMENT + token.encode("ascii") + b"\n\n"
 
 
 def echoable_parameter(part: str) -> bool:
@@ -222,6 +227,7 @@ class GatewayApp:
             routes=[
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
+                Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
                 Route("/ready", self.ready, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
@@ -246,7 +252,7 @@ class GatewayApp:
             code="request_too_large",
         )
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._max_body:
+        if declared.isascii() and declared.isdigit() and int(declared) > self._max_body:
             raise too_large
         chunks: list[bytes] = []
         size = 0
@@ -484,17 +490,18 @@ class GatewayApp:
             yield event
             failed = True
         if carrier is None:
-            carrier = {
-                "id": last.get("id", signing.request_id),
-                "object": "chat.completion.chunk",
-                "created": last.get("created", 0),
-                "model": last.get("model", signing.model),
-                "choices": [],
-            }
-        signing.jti = str(carrier.get("id") or signing.request_id)
-        carrier["attestation_token"] = self._sign(signing, 200, digest.hexdigest())
-        self._finish(signing, 502 if failed else 200, "upstream_failed" if failed else None)
-        yield sse_event(carrier)
+            # No usage chunk asked for: no chunk without choices either (clients read
+            # choices[0] of every chunk). An SSE comment carries the token; every SSE parser
+            # skips comments, the verifying transport reads it.
+            signing.jti = str(last.get("id") or signing.request_id)
+            token = self._sign(signing, 200, digest.hexdigest())
+            self._finish(signing, 502 if failed else 200, "upstream_failed" if failed else None)
+            yield token_comment(token)
+        else:
+            signing.jti = str(carrier.get("id") or signing.request_id)
+            carrier["attestation_token"] = self._sign(signing, 200, digest.hexdigest())
+            self._finish(signing, 502 if failed else 200, "upstream_failed" if failed else None)
+            yield sse_event(carrier)
         if not failed:
             yield SSE_DONE
 
@@ -510,12 +517,21 @@ class GatewayApp:
 
     async def models(self, request: Request) -> Response:
         key = self._authenticate(request)
-        data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "confidential-gateway"}
-            for name in self._router.groups
-            if key.allows(name)
-        ]
+        data = [_model_object(name) for name in self._router.groups if key.allows(name)]
         return JSONResponse({"object": "list", "data": data})
+
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{id}`` (openai ``models.retrieve``)."""
+        key = self._authenticate(request)
+        name = request.path_params["model_id"]
+        if name not in self._router.groups or not key.allows(name):
+            raise GatewayError(
+                404,
+                "The model you requested does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
+        return JSONResponse(_model_object(name))
 
     async def health(self, _: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -584,15 +600,28 @@ class GatewayApp:
         return JSONResponse({"id": completion_id, "attestation_token": token})
 
 
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "confidential-gateway"}
+
+
+# Paths named back in a 404: plain route shapes only (a path could hold a client's value).
+_ROUTE_SHAPE = re.compile(r"^(?:/(?:[A-Za-z_.-]{1,40}|v[0-9]{1,2})){1,8}/?$")
+
+
 async def _gateway_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
     return error_response(exc)
 
 
-async def _http_exception(_: Request, exc: Exception) -> Response:
+async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        message = "Unknown route. The API lives under /v1 (for example /v1/chat/completions)."
+        path = request.url.path
+        named = f" '{path}'" if _ROUTE_SHAPE.match(path) else ""
+        message = (
+            f"Unknown route{named}. This gateway serves /v1/chat/completions, /v1/models, "
+            "/v1/models/{model} and /v1/attestation."
+        )
     elif exc.status_code == 405:
         message = "Method not allowed for this route."
     else:

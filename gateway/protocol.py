@@ -88,6 +88,9 @@ def _has_lone_surrogate(node: Any) -> bool:
 class FunctionCall(_Wire):
     name: str
     arguments: str
+    # openai-node's runTools (and openai-python's parse) send a call back with the arguments
+    # they parsed; OpenAI ignores them, so do we: never forwarded.
+    parsed_arguments: Any = Field(default=None, exclude=True)
 
     @field_validator("arguments")
     @classmethod
@@ -120,6 +123,11 @@ class ChatMessage(_Wire):
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
     refusal: str | None = None
+    # Fields of a response message that SDKs send back in the history; ignored, not forwarded.
+    annotations: list[Any] | None = Field(default=None, exclude=True)
+    audio: Any = Field(default=None, exclude=True)
+    function_call: Any = Field(default=None, exclude=True)
+    parsed: Any = Field(default=None, exclude=True)
 
     _parts = field_validator("content", mode="before")(refuse_non_text_parts)
 

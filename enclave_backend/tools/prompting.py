@@ -17,6 +17,11 @@ from enclave_backend.tools.spec import ToolSpec
 
 Message = dict[str, Any]
 # Small models call the same function again unless told the results are in.
+# Said last, where a small model listens: without it SmolLM2 rarely calls at all.
+REMINDER = (
+    '(If a function can answer this, call it with {{"tool_calls": [...]}}: {names}. '
+    'Otherwise answer with {{"response": "..."}}.)'
+)
 RESULTS_HEADER = "You called functions. Their results:"
 RESULTS_FOOTER = "Use these results to answer my question: "
 
@@ -116,6 +121,11 @@ def generic_history(messages: Sequence[Message], spec: ToolSpec | None) -> list[
         return rendered
     after_results = bool(messages) and messages[-1]["role"] == "tool"
     instructions = generic_instructions(spec, after_results=after_results)
+    if not after_results and rendered and rendered[-1]["role"] == "user":
+        names = ", ".join(f.name for f in spec.callable)
+        last = dict(rendered[-1])
+        last["content"] = f"{last.get('content') or ''}\n\n{REMINDER.format(names=names)}"
+        rendered[-1] = last
     if rendered and rendered[0]["role"] == "system":
         first = dict(rendered[0])
         first["content"] = f"{first.get('content') or ''}\n\n{instructions}".lstrip()

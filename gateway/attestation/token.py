@@ -18,6 +18,10 @@ from typing import Any
 
 from gateway.attestation.keys import SigningKey, b64url
 
+# A stream's token rides its usage chunk when the client asked for usage; otherwise this SSE
+# comment line carries it (``: attestation_token <JWS>``), which every SSE parser skips.
+STREAM_TOKEN_COMMENT = b": attestation_token "
+
 EAT_PROFILE = "tag:confidential-gateway.dev,2026:response-token-v1"
 
 

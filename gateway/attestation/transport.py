@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from gateway.attestation.token import STREAM_TOKEN_COMMENT
 from gateway.attestation.verifier import (
     VerificationError,
     VerificationPolicy,
@@ -161,6 +162,10 @@ class _SSEVerifier:
 
     @staticmethod
     def _token_in(event: bytes) -> str | None:
+        """The token of a token event: the usage chunk's field, or the SSE comment a stream
+        without usage ends with."""
+        if event.startswith(STREAM_TOKEN_COMMENT):
+            return event[len(STREAM_TOKEN_COMMENT) :].strip().decode("ascii", "replace")
         if b'"attestation_token"' not in event or not event.startswith(b"data: "):
             return None
         try:

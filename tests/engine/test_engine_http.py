@@ -288,21 +288,23 @@ def test_follow_up_turn_hits_the_prompt_cache(engine: RunningEngine) -> None:
         ({"model": MODEL}, 400, "messages", "missing_required_parameter"),
         ({**chat("hi"), "model": "gpt-4"}, 404, "model", "model_not_found"),
         (
-            chat("hi", tools=[{"type": "function", "function": {"name": "f"}}]),
+            chat("hi", tools=[{"type": "function", "function": {"name": "bad name"}}]),
             400,
-            "tools",
-            "unsupported_parameter",
+            "tools[0].function.name",
+            "invalid_value",
         ),
+        (chat("hi", tool_choice="required"), 400, None, "invalid_value"),
+        (chat("hi", logit_bias={"²": 1}), 400, "logit_bias", "invalid_value"),
         (
             {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
             400,
             "messages[0].content",
-            "invalid_value",
+            "unsupported_content_type",
         ),
     ],
 )
 def test_invalid_requests_get_openai_shaped_errors(
-    engine: RunningEngine, body: dict[str, Any], status: int, param: str, code: str
+    engine: RunningEngine, body: dict[str, Any], status: int, param: str | None, code: str
 ) -> None:
     with engine.client() as client:
         response = client.post("/v1/chat/completions", json=body)
