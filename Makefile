@@ -13,6 +13,9 @@ ifeq ($(ARCH),x86_64)
 LLAMA_CFLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 endif
 STAMP := $(VENV)/.installed-$(LLAMA_CPP_PYTHON)
+# The openai npm package for tests/clients/test_openai_node.py, installed where npm exists.
+NODE_CLIENT := tests/clients/node
+NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
 .PHONY: run test engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm clean
 
@@ -38,7 +41,12 @@ run: $(STAMP)
 engine: $(STAMP)
 	$(PY) -m enclave_backend --host 127.0.0.1 --port 8080
 
-test: $(STAMP)
+$(NODE_STAMP): $(NODE_CLIENT)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(NODE_CLIENT) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the openai-node client test will be skipped"; fi
+
+test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
