@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(LLAMA_CPP_PYTHON)
 NODE_CLIENT := tests/clients/node
 NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: run test engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm clean
+.PHONY: run test engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm bench-tools clean
 
 $(WHEEL_DIR)/.built:
 	mkdir -p $(WHEEL_DIR)
@@ -65,6 +65,9 @@ bench-litellm: $(STAMP)
 bench-pii: $(STAMP)
 	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[bench]'
 	$(PY) bench/pii_eval.py
+
+bench-tools: $(STAMP)
+	$(PY) bench/tool_bench.py
 
 bench-attestation: $(STAMP)
 	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[bench]'

@@ -26,6 +26,29 @@ class SchemaGrammarError(ValueError):
     """A JSON schema could not be turned into a grammar (message safe for the client)."""
 
 
+# A grammar spells a counted repetition out rule by rule: bounds past this cost memory and
+# time on the engine for every request that sends them, and llama.cpp refuses far less.
+MAX_REPETITION = 1000
+MAX_GRAMMAR_CHARS = 1 << 20
+_BOUNDS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+
+
+def _check_bounds(schema: Any) -> None:
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key in _BOUNDS:
+                value = node.get(key)
+                if isinstance(value, int) and value > MAX_REPETITION:
+                    raise SchemaGrammarError(
+                        f"'{key}' above {MAX_REPETITION} cannot be enforced by a grammar"
+                    )
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 class _StrictConverter(llama_grammar.SchemaConverter):  # type: ignore[misc]
     def _add_primitive(self, name: str, rule: Any) -> str:
         if name == "char":
@@ -49,6 +72,7 @@ class GrammarBuilder:
 
     def schema(self, schema: dict[str, Any], name: str) -> str:
         self._schemas += 1
+        _check_bounds(schema)
         try:
             resolved = self._converter.resolve_refs(schema, f"schema-{self._schemas}")
             return str(self._converter.visit(resolved, name))
@@ -64,7 +88,10 @@ class GrammarBuilder:
 
     def build(self, root: str) -> str:
         self.rule("root", root)
-        return str(self._converter.format_grammar())
+        grammar = str(self._converter.format_grammar())
+        if len(grammar) > MAX_GRAMMAR_CHARS:
+            raise SchemaGrammarError("the schemas are too large to enforce as one grammar")
+        return grammar
 
 
 def json_object_grammar() -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +46,22 @@ class LlamaLoadError(Exception):
     """llama.cpp refused the model or could not build a context for it."""
 
 
+_quiet = threading.local()
+
+
+@contextmanager
+def llama_log_silenced() -> Iterator[None]:
+    """Drop llama.cpp's log lines from this thread meanwhile: its grammar parser prints the
+    whole grammar on an error, and a grammar holds a client's schema strings."""
+    _quiet.on = True
+    try:
+        yield
+    finally:
+        _quiet.on = False
+
+
 def _forward_llama_log(level: int, text: bytes | None, _user: Any) -> None:
-    if text and level in _FORWARDED_LOG_LEVELS:
+    if text and level in _FORWARDED_LOG_LEVELS and not getattr(_quiet, "on", False):
         log.warning("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
 

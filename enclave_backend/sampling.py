@@ -13,6 +13,8 @@ from typing import Any
 
 import llama_cpp
 
+from enclave_backend.llama_runtime import llama_log_silenced
+
 _RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
 
 
@@ -113,7 +115,8 @@ def _grammar_sampler(params: SamplingParams, vocab: Any) -> Any:
     assert params.grammar is not None
     text = params.grammar.encode("utf-8")
     if not params.grammar_triggers and not params.grammar_trigger_tokens:
-        sampler = llama_cpp.llama_sampler_init_grammar(vocab, text, b"root")
+        with llama_log_silenced():
+            sampler = llama_cpp.llama_sampler_init_grammar(vocab, text, b"root")
     else:
         patterns = (ctypes.c_char_p * len(params.grammar_triggers))(
             *(p.encode("utf-8") for p in params.grammar_triggers)
@@ -121,9 +124,13 @@ def _grammar_sampler(params: SamplingParams, vocab: Any) -> Any:
         tokens = (llama_cpp.llama_token * len(params.grammar_trigger_tokens))(
             *params.grammar_trigger_tokens
         )
-        sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
-            vocab, text, b"root", patterns, len(patterns), tokens, len(tokens)
-        )
+        with llama_log_silenced():
+            sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+                vocab, text, b"root", patterns, len(patterns), tokens, len(tokens)
+            )
     if not sampler:
-        raise GrammarError("the grammar for this request could not be parsed")
+        raise GrammarError(
+            "the grammar for this request could not be built (a schema too large or too "
+            "complex to enforce)"
+        )
     return sampler
