@@ -101,7 +101,9 @@ class ChatCompletions:
         try:
             for choice in range(request.n):
                 seed = None if params.seed is None else params.seed + choice
-                chain = self._sampler_chain(replace(params, seed=seed))
+                chain = self._sampler_chain(
+                    replace(params, seed=seed), "tools" if spec else "response_format"
+                )
                 handle = GenerationHandle()
                 try:
                     self._scheduler.submit(
@@ -257,12 +259,11 @@ class ChatCompletions:
             "grammar_trigger_tokens": tuple(tokens),
         }
 
-    def _sampler_chain(self, params: SamplingParams) -> SamplerChain:
+    def _sampler_chain(self, params: SamplingParams, grammar_param: str) -> SamplerChain:
         try:
             return SamplerChain(params, vocab=self._runtime.vocab, n_vocab=self._runtime.n_vocab)
         except GrammarError as exc:
-            param = "tools" if params.grammar_triggers else "response_format"
-            raise bad_request(str(exc), param=param) from None
+            raise bad_request(str(exc), param=grammar_param, code="invalid_value") from None
 
     # -- events -> OpenAI payloads ------------------------------------------------------
     async def complete(self, submission: Submission) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import Any
 
 from llama_cpp import llama_grammar
 
+from enclave_backend.schema_limits import SchemaLimitError, SchemaScreen
+
 JSON_STRING_CHAR = (
     r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] '
     r"[0-9a-fA-F] [0-9a-fA-F])"
@@ -26,27 +28,36 @@ class SchemaGrammarError(ValueError):
     """A JSON schema could not be turned into a grammar (message safe for the client)."""
 
 
-# A grammar spells a counted repetition out rule by rule: bounds past this cost memory and
-# time on the engine for every request that sends them, and llama.cpp refuses far less.
-MAX_REPETITION = 1000
 MAX_GRAMMAR_CHARS = 1 << 20
-_BOUNDS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+# llama.cpp parses a grammar recursively: nesting past this overflows its stack.
+MAX_GRAMMAR_NESTING = 1200
 
 
-def _check_bounds(schema: Any) -> None:
-    stack = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            for key in _BOUNDS:
-                value = node.get(key)
-                if isinstance(value, int) and value > MAX_REPETITION:
-                    raise SchemaGrammarError(
-                        f"'{key}' above {MAX_REPETITION} cannot be enforced by a grammar"
-                    )
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+def _nesting(grammar: str) -> int:
+    """The deepest parenthesis nesting of any rule, outside literals and classes."""
+    deepest = depth = 0
+    quote = bracket = escaped = False
+    for char in grammar:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif quote:
+            quote = char != '"'
+        elif bracket:
+            bracket = char != "]"
+        elif char == '"':
+            quote = True
+        elif char == "[":
+            bracket = True
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+        elif char == "\n":
+            depth = 0
+    return deepest
 
 
 class _StrictConverter(llama_grammar.SchemaConverter):  # type: ignore[misc]
@@ -69,15 +80,22 @@ class GrammarBuilder:
             prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
         )
         self._schemas = 0
+        self._screen = SchemaScreen()
 
     def schema(self, schema: dict[str, Any], name: str) -> str:
         self._schemas += 1
-        _check_bounds(schema)
         try:
-            resolved = self._converter.resolve_refs(schema, f"schema-{self._schemas}")
+            screened = self._screen.screen(schema)
+        except SchemaLimitError as exc:
+            raise SchemaGrammarError(str(exc)) from None
+        try:
+            resolved = self._converter.resolve_refs(screened, f"schema-{self._schemas}")
             return str(self._converter.visit(resolved, name))
-        except Exception as exc:  # the converter raises bare exceptions on what it lacks
-            raise SchemaGrammarError(f"the schema cannot be turned into a grammar: {exc}") from None
+        except Exception:  # bare exceptions whose text quotes the schema: never shown
+            raise SchemaGrammarError(
+                "the schema uses something the grammar converter does not support (a $ref "
+                "outside the schema, prefixItems, boolean sub-schemas, or a malformed keyword)"
+            ) from None
 
     def primitive(self, name: str) -> str:
         """A built-in JSON rule (``string``, ``object``, ``value``, ...) and its dependencies."""
@@ -89,7 +107,7 @@ class GrammarBuilder:
     def build(self, root: str) -> str:
         self.rule("root", root)
         grammar = str(self._converter.format_grammar())
-        if len(grammar) > MAX_GRAMMAR_CHARS:
+        if len(grammar) > MAX_GRAMMAR_CHARS or _nesting(grammar) > MAX_GRAMMAR_NESTING:
             raise SchemaGrammarError("the schemas are too large to enforce as one grammar")
         return grammar
 

@@ -98,11 +98,24 @@ FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 MAX_TOOLS = 128
 
 
+def invalid(param: str, why: str) -> PydanticCustomError:
+    """A 400 naming ``param`` (``why`` must not quote the client's values)."""
+    return PydanticCustomError("invalid_parameter_value", "{why}", {"param": param, "why": why})
+
+
+def _object_parameters(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and value.get("type", "object") != "object":
+        raise ValueError("a function's parameters must be a JSON schema of type 'object'")
+    return value
+
+
 class FunctionDefinition(_Strict):
     name: FunctionName
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+
+    _object = field_validator("parameters")(_object_parameters)
 
 
 class ToolDefinition(_Strict):
@@ -171,14 +184,14 @@ class ChatCompletionRequest(_Strict):
     def _tools_consistent(self) -> ChatCompletionRequest:
         names = [tool.function.name for tool in self.tools or ()]
         if len(set(names)) != len(names):
-            raise ValueError("two tools in 'tools' have the same function name")
+            raise invalid("tools", "two tools in 'tools' have the same function name")
         if self.tool_choice not in (None, "none") and not self.tools:
-            raise ValueError("'tool_choice' is only allowed when 'tools' are specified")
+            raise invalid("tool_choice", "'tool_choice' is only allowed when 'tools' are given")
         if (
             isinstance(self.tool_choice, NamedToolChoice)
             and self.tool_choice.function.name not in names
         ):
-            raise ValueError("'tool_choice' names a function that is not in 'tools'")
+            raise invalid("tool_choice", "'tool_choice' names a function that is not in 'tools'")
         return self
 
     def unsupported_parameter(self) -> str | None:

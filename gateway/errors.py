@@ -120,6 +120,11 @@ def from_validation_error(
             param=name,
             code="unsupported_parameter",
         )
+    if first["type"] == "invalid_parameter_value":
+        name = str(context["param"])
+        return bad_request(
+            f"Invalid value for '{name}': {context['why']}.", param=name, code="invalid_value"
+        )
     if first["type"] == "unsupported_content_part":
         where = f"{param}[{context['index']}]" if param else "a content part"
         return bad_request(

@@ -141,10 +141,17 @@ class ChatMessage(_Wire):
 
 
 class FunctionDefinition(_Wire):
-    name: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type", "object") != "object":
+            raise ValueError("a function's parameters must be a JSON schema of type 'object'")
+        return value
 
 
 class ToolDefinition(_Wire):
@@ -152,9 +159,13 @@ class ToolDefinition(_Wire):
     function: FunctionDefinition
 
 
+class NamedFunction(_Wire):
+    name: str
+
+
 class NamedToolChoice(_Wire):
     type: Literal["function"]
-    function: dict[str, str]
+    function: NamedFunction
 
 
 class StreamOptions(_Wire):
@@ -214,6 +225,10 @@ Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 MetadataKey = Annotated[str, Field(max_length=64)]
 MetadataValue = Annotated[str, Field(max_length=512)]
+
+
+def _invalid(param: str, why: str) -> PydanticCustomError:
+    return PydanticCustomError("invalid_parameter_value", "{why}", {"param": param, "why": why})
 
 
 class ChatCompletionRequest(_Wire):
@@ -291,12 +306,13 @@ class ChatCompletionRequest(_Wire):
     @model_validator(mode="after")
     def _tool_choice_needs_tools(self) -> ChatCompletionRequest:
         choice = self.tool_choice
+        names = [tool.function.name for tool in self.tools or ()]
+        if len(set(names)) != len(names):
+            raise _invalid("tools", "two tools in 'tools' have the same function name")
         if choice is not None and choice != "none" and not self.tools:
-            raise ValueError("'tool_choice' is only allowed when 'tools' are specified")
-        if isinstance(choice, NamedToolChoice):
-            name = choice.function.get("name")
-            if not any(t.function.name == name for t in self.tools or ()):
-                raise ValueError("'tool_choice' names a function that is not in 'tools'")
+            raise _invalid("tool_choice", "'tool_choice' is only allowed when 'tools' are given")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise _invalid("tool_choice", "'tool_choice' names a function that is not in 'tools'")
         return self
 
     @model_validator(mode="after")

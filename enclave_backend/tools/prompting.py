@@ -62,7 +62,7 @@ def generic_instructions(spec: ToolSpec, *, after_results: bool = False) -> str:
         "",
     ]
     many = "one or more calls" if spec.max_calls > 1 else "exactly one call"
-    call_form = '{"tool_calls": [{"name": "<function name>", "arguments": {<arguments>}}]}'
+    call_form = '{"tool_calls": [{"name": "...", "arguments": {...}}]}'
     if spec.forced is not None:
         lines.append(f"Call the function {spec.forced}. Answer with this JSON only: {call_form}")
     elif spec.must_call:
@@ -71,7 +71,7 @@ def generic_instructions(spec: ToolSpec, *, after_results: bool = False) -> str:
         # Small models lean to the option named first: name the likely one first.
         options = [
             f"- to call functions ({many}): {call_form}",
-            '- to answer the user directly: {"response": "<your answer>"}',
+            '- to answer the user directly: {"response": "..."} with your answer in it',
         ]
         if after_results:
             options.reverse()

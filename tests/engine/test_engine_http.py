@@ -293,7 +293,7 @@ def test_follow_up_turn_hits_the_prompt_cache(engine: RunningEngine) -> None:
             "tools[0].function.name",
             "invalid_value",
         ),
-        (chat("hi", tool_choice="required"), 400, None, "invalid_value"),
+        (chat("hi", tool_choice="required"), 400, "tool_choice", "invalid_value"),
         (chat("hi", logit_bias={"²": 1}), 400, "logit_bias", "invalid_value"),
         (
             {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},

@@ -346,3 +346,32 @@ def test_a_template_with_its_own_tool_format_is_used_and_parsed(
         {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees"},
     ]
     post(hermes_engine, {"model": MODEL, "messages": history, "tools": TOOLS, "max_tokens": 16})
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "pattern": "^[ab]{0,40000}$"},
+        {"enum": [f"value-{i}" for i in range(8000)]},
+        {"type": "array", "maxItems": 10_000_000},
+    ],
+)
+def test_schemas_that_would_crash_or_stall_the_engine_get_a_400_and_it_keeps_serving(
+    engine: RunningEngine, schema: dict[str, Any]
+) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "f",
+            "parameters": {"type": "object", "properties": {"x": schema}, "required": ["x"]},
+        },
+    }
+    body = ask(tools=[tool], tool_choice="required")
+    with engine.client() as client:
+        response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "tools" and error["code"] == "invalid_value"
+    assert "value-7999" not in error["message"]
+    assert engine.health()["status"] == "ok"
+    post(engine, ask(tool_choice="required", max_tokens=48))

@@ -187,3 +187,44 @@ def test_the_prompt_lists_long_tool_sets_as_signatures() -> None:
     described = tool_spec.describe()
     assert "- tool_7(q: string, n?: integer): Does a thing." in described
     assert len(described) < len(json.dumps(many)) / 4
+
+
+@pytest.mark.parametrize(
+    ("schema", "says"),
+    [
+        ({"type": "string", "pattern": "^[ab]{0,40000}$"}, "counted repetition above 100"),
+        ({"enum": [f"v{i}" for i in range(8000)]}, "more than 512 enum values"),
+        ({"type": "array", "maxItems": 100000.0}, "'maxItems' above 1000"),
+        ({"type": "string", "maxLength": "x"}, "'maxLength' must be a non-negative integer"),
+        ({"type": "object", "properties": {"a": True}}, "does not support"),
+        ({"$defs": {}, "$ref": "#/$defs/jane.doe@example.com"}, "does not support"),
+    ],
+)
+def test_schemas_that_would_crash_or_stall_the_engine_are_refused_without_echo(
+    schema: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(SchemaGrammarError) as info:
+        json_schema_grammar({"type": "object", "properties": {"x": schema}})
+    assert says in str(info.value)
+    assert "jane.doe" not in str(info.value) and "v7999" not in str(info.value)
+
+
+def test_pattern_escapes_become_classes_the_grammar_enforces(vocab: Any) -> None:
+    for pattern in (r"^\d{3}-\d{2}-\d{4}$", r"^[a-z]+\.[a-z]+$", r"^[\w.-]+@[\w-]+\.[a-z]{2,6}$"):
+        grammar = json_schema_grammar(
+            {"type": "object", "properties": {"s": {"type": "string", "pattern": pattern}}}
+        )
+        accepts(vocab, grammar)
+        assert "\\d" not in grammar and "\\." not in grammar
+
+
+def test_non_object_parameters_are_refused_at_validation() -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [
+            {"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}
+        ],
+    }
+    with pytest.raises(ValueError, match="type 'object'"):
+        ChatCompletionRequest.model_validate(body)
