@@ -222,6 +222,7 @@ class ChatCompletionRequest(_Strict):
             "required" if choice == "required" else "auto",
             None,
             parallel=self.parallel_tool_calls is not False,
+            parallel_asked=self.parallel_tool_calls is True,
         )
 
     def stop_sequences(self) -> tuple[str, ...]:

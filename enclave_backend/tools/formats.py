@@ -20,7 +20,7 @@ import re
 import secrets
 import string
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from enclave_backend.grammar import GrammarBuilder, gbnf_literal
@@ -128,6 +128,13 @@ def _drain() -> Program:
         pass
 
 
+def _one_call_unless_asked(spec: ToolSpec) -> ToolSpec:
+    """Several calls only when the client asked for them with ``parallel_tool_calls: true``:
+    models without a tool format of their own repeat one call until ``max_tokens`` when
+    merely allowed to go on (one call is always a valid answer where several are allowed)."""
+    return spec if spec.parallel_asked else replace(spec, parallel=False)
+
+
 class GenericFormat:
     """The envelope for templates without tool support (llama.cpp's generic format)."""
 
@@ -135,9 +142,10 @@ class GenericFormat:
     renders_tools = False
 
     def messages(self, messages: Sequence[Message], spec: ToolSpec | None) -> list[Message]:
-        return generic_history(messages, spec)
+        return generic_history(messages, spec and _one_call_unless_asked(spec))
 
     def grammar(self, spec: ToolSpec, response: ResponseShape) -> ToolGrammar:
+        spec = _one_call_unless_asked(spec)
         builder = GrammarBuilder()
         call = _call_rules(builder, spec, "arguments")
         calls = builder.rule(

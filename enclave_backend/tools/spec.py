@@ -52,6 +52,7 @@ class ToolSpec:
     choice: Choice
     forced: str | None  # the function a named choice asks for
     parallel: bool
+    parallel_asked: bool = False  # the client sent parallel_tool_calls: true itself
 
     @property
     def callable(self) -> tuple[FunctionSpec, ...]:

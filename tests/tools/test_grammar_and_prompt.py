@@ -94,7 +94,8 @@ def test_the_generic_grammar_names_only_callable_functions() -> None:
     assert "response" not in required.gbnf
     single = GenericFormat().grammar(spec("auto", parallel=False), None)
     assert "{0,15}" not in single.gbnf
-    auto = GenericFormat().grammar(spec("auto"), {"type": "object"})
+    assert "{0,15}" not in GenericFormat().grammar(spec("auto"), None).gbnf  # not asked
+    auto = GenericFormat().grammar(spec("auto", parallel=True), {"type": "object"})
     assert "response" in auto.gbnf and "{0,15}" in auto.gbnf
 
 
