@@ -20,6 +20,10 @@ MAX_PATTERN_CHARS = 512
 MAX_ALTERNATIVES = 512  # enum values and anyOf/oneOf members, over a request's schemas
 MAX_DEPTH = 32
 _BOUNDS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+_DATA = frozenset({"enum", "const", "default", "examples"})
+_NAMED_SCHEMAS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
 _COUNTED = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 _OUTSIDE_CLASS = {
     "d": "[0-9]",
@@ -71,7 +75,15 @@ class SchemaScreen:
         for key in ("enum", "anyOf", "oneOf"):
             if isinstance(node.get(key), list):
                 self._budget.spend(len(node[key]))
-        screened = {key: self._node(value, depth + 1) for key, value in node.items()}
+        screened: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in _DATA:
+                screened[key] = value  # values, not schemas: nothing in them is a keyword
+            elif key in _NAMED_SCHEMAS and isinstance(value, dict):
+                # Property names are the client's words: a property may be called "pattern".
+                screened[key] = {name: self._node(sub, depth + 1) for name, sub in value.items()}
+            else:
+                screened[key] = self._node(value, depth + 1)
         if "pattern" in node:
             screened["pattern"] = _pattern(node["pattern"])
         return screened

@@ -229,3 +229,16 @@ def test_non_object_parameters_are_refused_at_validation() -> None:
     }
     with pytest.raises(ValueError, match="type 'object'"):
         ChatCompletionRequest.model_validate(body)
+
+
+def test_property_names_that_are_keywords_stay_property_names(vocab: Any) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "pattern": {"type": "string"},
+            "maxLength": {"type": "integer"},
+            "enum": {"type": "string", "enum": [{"pattern": 5}, "x"]},
+        },
+        "required": ["pattern"],
+    }
+    accepts(vocab, json_schema_grammar(schema))
