@@ -155,10 +155,11 @@ class GenericFormat:
         if spec.must_call:
             return ToolGrammar(builder.build(f'"{{" space {calls} "}}" space'))
         if response is None:
-            # A reply that says nothing (or only spaces) is never an answer.
+            # A reply that says nothing, only spaces, or the "..." / "<your answer>" of the
+            # instructions (which small models copy) is never an answer.
             builder.primitive("string")
             first = builder.rule(
-                "reply-first", r'[^"\\\x7F\x00-\x20] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+                "reply-first", r'[^"\\\x7F\x00-\x20.<…] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
             )
             answer = builder.rule("reply-text", f'"\\"" {first} char* "\\"" space')
         elif response == "object":
