@@ -415,6 +415,7 @@ def main() -> int:
                     entry["ms_per_token_tools"] / entry["ms_per_token_plain"], 3
                 )
                 results["servers"][name] = entry
+                print(json.dumps({name: entry}), flush=True)  # progress, should a later server fail
     finally:
         for process in processes:
             process.terminate()
