@@ -34,7 +34,7 @@ import jsonschema
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import free_port  # noqa: E402
+from bench.stack import free_port, stop  # noqa: E402
 from enclave_backend.model_file import packaged_model_path  # noqa: E402
 
 
@@ -417,13 +417,7 @@ def main() -> int:
                 results["servers"][name] = entry
                 print(json.dumps({name: entry}), flush=True)  # progress, should a later server fail
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
