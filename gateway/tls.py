@@ -3,6 +3,12 @@
 A generated private key never touches the disk: it is handed to OpenSSL through an
 anonymous in-memory file (``memfd``) that is closed right after loading. Only the
 certificate is written, so clients can trust it.
+
+The generated certificate is a leaf, not a CA: CA:FALSE (critical), digitalSignature only
+(no keyCertSign), serverAuth. Clients pin the file itself as their trust anchor; OpenSSL (so
+Python's ``ssl``, httpx and the OpenAI SDK, curl and Node) accepts a self-signed certificate
+from the trust store as an anchor whatever its CA bit, and since it cannot sign certificates,
+nothing signed with its key is trusted. The attestation key set binds this leaf's SPKI.
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ def _san(names: list[str]) -> x509.SubjectAlternativeName:
 
 
 def self_signed(names: list[str]) -> tuple[bytes, bytes]:
-    """A fresh P-256 key and a self-signed certificate for ``names`` (PEM cert, PEM key)."""
+    """A fresh P-256 key and a self-signed leaf certificate for ``names`` (PEM cert, PEM key)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "gateway")])
     now = datetime.datetime.now(datetime.UTC)
@@ -91,11 +97,12 @@ def self_signed(names: list[str]) -> tuple[bytes, bytes]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + CERT_VALIDITY)
         .add_extension(_san(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
+            # An EC key signs the handshake; keyEncipherment is for RSA key transport only.
             x509.KeyUsage(
                 digital_signature=True,
-                key_cert_sign=True,
+                key_cert_sign=False,
                 content_commitment=False,
                 key_encipherment=False,
                 data_encipherment=False,
@@ -107,6 +114,7 @@ def self_signed(names: list[str]) -> tuple[bytes, bytes]:
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(

@@ -1,6 +1,7 @@
 """The signing key, the key set the evidence binds, and that binding.
 
 At start-up the gateway generates an ES256 (P-256) key pair in memory; it is never written.
+JOSE (JWK export, JWS signing) goes through jwcrypto.
 The key set is the signing key's JWK plus the SHA-256 of the TLS certificate's
 SubjectPublicKeyInfo; its digest, with the verifier's nonce, is what the hardware report's
 64-byte REPORTDATA carries:
@@ -19,12 +20,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from jwcrypto.common import JWException
+from jwcrypto.jwk import JWK, JWKSet
+from jwcrypto.jws import JWSCore
 
 BINDING_DOMAIN = b"confidential-gateway/attestation/v1\x00"
 
@@ -37,6 +35,10 @@ def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode("ascii") if isinstance(value, bytes) else value
+
+
 def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -46,42 +48,27 @@ def report_data_for(keyset_digest: str, nonce: bytes) -> bytes:
     return hashlib.sha512(BINDING_DOMAIN + bytes.fromhex(keyset_digest) + nonce).digest()
 
 
-def public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
-    numbers = key.public_numbers()
-    jwk = {
-        "kty": "EC",
-        "crv": "P-256",
-        "x": b64url(numbers.x.to_bytes(32, "big")),
-        "y": b64url(numbers.y.to_bytes(32, "big")),
-    }
+SIGNING_ALG = "ES256"
+
+
+def public_jwk(key: JWK) -> dict[str, str]:
+    """The public half of ``key`` as served in the key set and at /.well-known/jwks.json."""
+    public: dict[str, str] = key.export_public(as_dict=True)
     # RFC 7638 thumbprint as the key id.
-    thumbprint = hashlib.sha256(canonical_json({k: jwk[k] for k in ("crv", "kty", "x", "y")}))
-    return {**jwk, "kid": b64url(thumbprint.digest()), "alg": "ES256", "use": "sig"}
+    return {**public, "kid": str(key.thumbprint()), "alg": SIGNING_ALG, "use": "sig"}
 
 
-def jwk_public_key(jwk: dict[str, str]) -> ec.EllipticCurvePublicKey:
+def jwk_public_key(jwk: dict[str, str]) -> JWK:
+    """The verification key a key set names; only a public P-256 key is accepted."""
     if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
         raise ValueError("only P-256 EC keys are supported")
-    x = int.from_bytes(b64url_decode(jwk["x"]), "big")
-    y = int.from_bytes(b64url_decode(jwk["y"]), "big")
-    return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
-
-
-def es256_sign(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-def es256_verify(key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) -> None:
-    """Raise cryptography's InvalidSignature unless ``signature`` (r||s) signs ``data``."""
-    if len(signature) != 64:
-        from cryptography.exceptions import InvalidSignature
-
-        raise InvalidSignature()
-    der = encode_dss_signature(
-        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-    )
-    key.verify(der, data, ec.ECDSA(hashes.SHA256()))
+    if "d" in jwk:
+        raise ValueError("the key set publishes a private key")
+    try:
+        key = JWK(kty="EC", crv="P-256", x=jwk["x"], y=jwk["y"])
+    except JWException as exc:
+        raise ValueError(f"invalid P-256 key: {exc}") from None
+    return key
 
 
 @dataclass(frozen=True)
@@ -105,9 +92,20 @@ class SigningKey:
     """This process's ES256 key. The private half lives only in this object's memory."""
 
     def __init__(self) -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self.jwk = public_jwk(self._key.public_key())
+        self._key = JWK.generate(kty="EC", crv="P-256")
+        self.jwk = public_jwk(self._key)
         self.kid = self.jwk["kid"]
+        published = JWKSet()
+        published.add(JWK(**self.jwk))
+        self._jwks: dict[str, Any] = published.export(private_keys=False, as_dict=True)
 
-    def sign(self, data: bytes) -> bytes:
-        return es256_sign(self._key, data)
+    def jwks(self) -> dict[str, Any]:
+        """The JWK Set document (RFC 7517): the public key only, exported by jwcrypto."""
+        return self._jwks
+
+    def sign_compact(self, protected_header: str, payload: bytes) -> str:
+        """A compact JWS of ``payload`` whose protected header is exactly this JSON text."""
+        # JWSCore is jwcrypto's signing primitive; JWS() adds a per-object header registry copy
+        # that costs more than the signature itself, for nothing a compact token needs.
+        signed = JWSCore(SIGNING_ALG, self._key, protected_header, payload, [SIGNING_ALG]).sign()
+        return ".".join(_text(signed[part]) for part in ("protected", "payload", "signature"))

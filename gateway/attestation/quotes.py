@@ -155,6 +155,7 @@ class SnpReport:
     signature_r: int
     signature_s: int
     signed_bytes: bytes
+    cpuid_fam_id: int | None = None  # report version 3 and later
 
     @property
     def debug_allowed(self) -> bool:
@@ -208,4 +209,5 @@ def parse_snp_report(report: bytes) -> SnpReport:
         signature_r=int.from_bytes(report[0x2A0:0x2E8], "little"),
         signature_s=int.from_bytes(report[0x2E8:0x330], "little"),
         signed_bytes=report[:SNP_SIGNED_SIZE],
+        cpuid_fam_id=report[0x188] if version >= 3 else None,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 import threading
 import time
@@ -19,6 +20,7 @@ from gateway.attestation.keys import KeySet, SigningKey, report_data_for
 from gateway.attestation.providers import AttestationUnavailable, Evidence, EvidenceProvider
 from gateway.attestation.token import ResponseFacts, TokenIssuer, TokenStore
 
+log = logging.getLogger("gateway.attestation")
 NONCE_HEX = re.compile(r"^(?:[0-9a-fA-F]{2}){8,64}$")
 # X-Attestation-Nonce is echoed into the token; keep it to token-safe characters.
 CLIENT_NONCE = re.compile(r"^[A-Za-z0-9_\-=.:+/]{8,128}$")
@@ -107,11 +109,14 @@ class AttestationService:
         return document
 
     def jwks(self) -> dict[str, Any]:
-        return {"keys": [self.key.jwk]}
+        return dict(self.key.jwks())
 
-    def sign(self, facts: ResponseFacts) -> str:
+    def sign(self, facts: ResponseFacts, *, owner: str | None = None) -> str:
+        """A token for ``facts``; kept for retrieval by ``owner`` (an API key's digest) only
+        when there is one: unauthenticated traffic is never stored."""
         token = self._issuer.issue(facts)
-        self.tokens.put(facts.jti, token)
+        if owner is not None and not self.tokens.put(facts.jti, owner, token):
+            log.error("completion id %s was issued twice; its first token is kept", facts.jti)
         return token
 
 

@@ -3,12 +3,13 @@
 Header ``{"alg": "ES256", "typ": "JWT", "kid": ...}``; the claims name the TEE and its
 measurements, the key-set digest the evidence binds, SHA-256 digests of the exact request
 bytes received and response bytes sent, the model and its weights digest, the PII policy
-digest with per-type counts (never values), and where the upstream ran. Signed with
-``cryptography`` directly: ``bench/attestation_bench.py`` compares it with jwcrypto.
+digest with per-type counts (never values), and where the upstream ran. Signed through
+jwcrypto (``SigningKey.sign_compact``) over exactly the header and claims bytes built here.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 import time
@@ -16,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.attestation.keys import SigningKey, b64url
+from gateway.attestation.keys import SIGNING_ALG, SigningKey
 
 # A stream's token rides its usage chunk when the client asked for usage; otherwise this SSE
 # comment line carries it (``: attestation_token <JWS>``), which every SSE parser skips.
@@ -52,10 +53,8 @@ class TokenIssuer:
         ttl_s: int,
     ) -> None:
         self._key = key
-        self._header = b64url(
-            json.dumps(
-                {"alg": "ES256", "typ": "JWT", "kid": key.kid}, separators=(",", ":")
-            ).encode()
+        self._header = json.dumps(
+            {"alg": SIGNING_ALG, "typ": "JWT", "kid": key.kid}, separators=(",", ":")
         )
         self._static = {
             "iss": issuer,
@@ -83,28 +82,39 @@ class TokenIssuer:
         }
         if facts.nonce is not None:
             claims["eat_nonce"] = facts.nonce
-        payload = b64url(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
-        signing_input = f"{self._header}.{payload}".encode("ascii")
-        return f"{self._header}.{payload}.{b64url(self._key.sign(signing_input))}"
+        payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode()
+        return self._key.sign_compact(self._header, payload)
 
 
 class TokenStore:
-    """Recent tokens by completion id, in memory, for ``GET /v1/attestations/{id}``."""
+    """Recent tokens by completion id, in memory, for ``GET /v1/attestations/{id}``.
+
+    Each entry belongs to the API key whose request caused it (``owner``, its digest): only
+    that key reads it back. An id is stored once and never overwritten: ids are the
+    gateway's own, and a second writer for one id would be a bug or an attack.
+    """
 
     def __init__(self, *, ttl_s: float, max_entries: int = 10_000) -> None:
         self._ttl = ttl_s
         self._max = max_entries
-        self._tokens: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._tokens: OrderedDict[str, tuple[float, str, str]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, completion_id: str, token: str) -> None:
+    def put(self, completion_id: str, owner: str, token: str) -> bool:
+        """Keep ``token``; False (and nothing changed) if the id is already taken."""
         with self._lock:
-            self._tokens[completion_id] = (time.monotonic() + self._ttl, token)
+            entry = self._tokens.get(completion_id)
+            if entry is not None and entry[0] >= time.monotonic():
+                return False
+            self._tokens[completion_id] = (time.monotonic() + self._ttl, owner, token)
             self._tokens.move_to_end(completion_id)
             while len(self._tokens) > self._max:
                 self._tokens.popitem(last=False)
+            return True
 
-    def get(self, completion_id: str) -> str | None:
+    def get(self, completion_id: str, owner: str) -> str | None:
+        """The token for ``completion_id`` if ``owner`` caused it; else None, as for an
+        unknown id (whether someone else's id exists is not for this caller to learn)."""
         with self._lock:
             entry = self._tokens.get(completion_id)
             if entry is None:
@@ -112,4 +122,4 @@ class TokenStore:
             if entry[0] < time.monotonic():
                 del self._tokens[completion_id]
                 return None
-            return entry[1]
+            return entry[2] if hmac.compare_digest(entry[1], owner) else None

@@ -10,13 +10,17 @@ one the evidence binds. Each chat completion request carries a fresh ``X-Attesta
 its token must be signed by the attested key and cover exactly the request bytes sent and
 the response bytes received. A plain response is checked before it is returned; a stream is
 checked when its token chunk arrives, and ``VerificationError`` is raised from the stream if
-anything is wrong (so act on streamed text only once the stream completed).
+anything is wrong (so act on streamed text only once the stream completed). A stream that
+reaches ``data: [DONE]`` or its end without a valid token raises before that ``[DONE]`` is
+handed on (the OpenAI SDK stops reading there), and so does anything but ``[DONE]`` after the
+token, which the token does not cover.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import ssl
 import threading
@@ -38,6 +42,11 @@ from gateway.attestation.verifier import (
 TOKEN_HEADER = "x-attestation-token"
 NONCE_HEADER = "x-attestation-nonce"
 ATTESTED_PATH = "/chat/completions"
+# A "data: [DONE]" line however the lines are broken (SSE accepts CR, LF and CRLF).
+_DONE_LINE = re.compile(rb"(?:^|[\r\n])data: ?\[DONE\]")
+_DONE_LINE_MAX = len(b"\r\ndata: [DONE]")
+NO_TOKEN_AT_DONE = "the stream reached [DONE] without a valid attestation token"
+NO_TOKEN_AT_END = "the stream ended without a valid attestation token"
 
 
 def _peer_spki(response: httpx.Response) -> str:
@@ -145,20 +154,40 @@ class _SSEVerifier:
         self.verified = False
 
     def feed(self, data: bytes) -> None:
+        """Check ``data`` before it is handed on; raise VerificationError to withhold it."""
+        tail = self._buffer[-_DONE_LINE_MAX:]
         self._buffer += data
         while b"\n\n" in self._buffer:
             event, self._buffer = self._buffer.split(b"\n\n", 1)
-            event += b"\n\n"
-            if self.verified:
-                continue
-            token = self._token_in(event)
-            if token is None:
-                self._digest.update(event)
-                continue
-            self._verifier.check_token(
-                token, self._gateway, self._digest.hexdigest(), self._nonce, self._body
-            )
-            self.verified = True
+            self._event(event + b"\n\n")
+        # A [DONE] the SDK would act on although it is not framed as this stream's events are.
+        if not self.verified and _DONE_LINE.search(tail + data):
+            raise VerificationError(NO_TOKEN_AT_DONE)
+
+    def _event(self, event: bytes) -> None:
+        if self.verified:
+            if not self._ignorable_after_token(event):
+                raise VerificationError(
+                    "the stream carries data after its attestation token, which the token "
+                    "does not cover"
+                )
+            return
+        if _DONE_LINE.search(event):
+            raise VerificationError(NO_TOKEN_AT_DONE)
+        token = self._token_in(event)
+        if token is None:
+            self._digest.update(event)
+            return
+        self._verifier.check_token(
+            token, self._gateway, self._digest.hexdigest(), self._nonce, self._body
+        )
+        self.verified = True
+
+    @staticmethod
+    def _ignorable_after_token(event: bytes) -> bool:
+        """[DONE], SSE comments and blank lines: nothing an SSE client turns into data."""
+        lines = [line for line in re.split(rb"\r\n|\r|\n", event) if line]
+        return all(line.startswith(b":") or _DONE_LINE.match(line) for line in lines)
 
     @staticmethod
     def _token_in(event: bytes) -> str | None:
@@ -174,8 +203,12 @@ class _SSEVerifier:
             return None
 
     def finish(self) -> None:
+        """At the end of the bytes: the token must have been seen and checked."""
+        if self._buffer.strip():
+            self._event(self._buffer)
+            self._buffer = b""
         if not self.verified:
-            raise VerificationError("the stream ended without a valid attestation token")
+            raise VerificationError(NO_TOKEN_AT_END)
 
 
 class _VerifiedStream(httpx.SyncByteStream):

@@ -6,7 +6,10 @@ SEV-SNP via the VCEK/ASK/ARK chain) that its report carries
 ``SHA-512(domain || keyset_digest || nonce)``, so the key set was held inside that TEE.
 Measurements come from the verified evidence itself, never from the document's claims.
 ``verify_token`` then checks a response token against that key set and the exact bytes.
-Simulated evidence passes only with ``allow_simulated`` and always warns.
+Genuine evidence must also pass the TEE policy (``tee_policy``): no debug guest unless
+``allow_debug``, and a TCB at or above the floor, checked on the parsed fields before any
+signature. Simulated evidence passes only with ``allow_simulated`` and always warns.
+Token signatures are checked by jwcrypto with ES256 as the only accepted algorithm.
 """
 
 from __future__ import annotations
@@ -24,14 +27,17 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509 import load_der_x509_certificate
+from jwcrypto.common import JWException
+from jwcrypto.jwk import JWK
+from jwcrypto.jws import JWS
 
 from gateway.attestation.keys import (
+    SIGNING_ALG,
     KeySet,
     b64url_decode,
     canonical_json,
-    es256_verify,
     jwk_public_key,
     report_data_for,
 )
@@ -42,9 +48,19 @@ from gateway.attestation.tdx_verify import (
     TdxVerificationError,
     verify_tdx_quote,
 )
+from gateway.attestation.tee_policy import (
+    DEFAULT_SNP_MIN_TCB,
+    DEFAULT_TDX_MIN_TEE_TCB_SVN,
+    SnpTcb,
+    TeePolicyError,
+    check_snp_report,
+    check_tdx_quote,
+)
 
 log = logging.getLogger("gateway.verifier")
 CLOCK_SKEW_S = 60
+# The only JWS algorithm a token may use: never "none", never HMAC keyed with the public key.
+ALLOWED_TOKEN_ALGS = (SIGNING_ALG,)
 
 
 class VerificationError(Exception):
@@ -58,6 +74,11 @@ class SimulatedEvidenceWarning(UserWarning):
 @dataclass
 class VerificationPolicy:
     allow_simulated: bool = False
+    # Debug guests (readable by the host) only for development.
+    allow_debug: bool = False
+    # TCB floors whatever else is pinned; None means no floor (see tee_policy for defaults).
+    snp_min_tcb: SnpTcb | None = DEFAULT_SNP_MIN_TCB
+    tdx_min_tee_tcb_svn: bytes | None = DEFAULT_TDX_MIN_TEE_TCB_SVN
     tdx_collateral: str | None = None
     tdx_accepted_statuses: frozenset[str] = ACCEPTED_STATUSES
     snp_vcek: bytes | None = None
@@ -76,7 +97,7 @@ class VerifiedGateway:
     keyset: KeySet
     keyset_digest: str
     measurements: dict[str, str]
-    public_key: ec.EllipticCurvePublicKey
+    public_key: JWK
     kid: str
 
 
@@ -128,6 +149,11 @@ def verify_evidence(
     try:
         if evidence_format == "tdx-quote":
             quote = parse_tdx_quote(blob)
+            check_tdx_quote(
+                quote,
+                allow_debug=policy.allow_debug,
+                min_tee_tcb_svn=policy.tdx_min_tee_tcb_svn,
+            )
             if quote.report_data != expected:
                 raise VerificationError("the TDX quote does not bind this key set and nonce")
             if policy.tdx_collateral is None:
@@ -141,6 +167,7 @@ def verify_evidence(
             tee, measurements = "tdx", quote.measurements()
         elif evidence_format == "sev-snp-report":
             report = parse_snp_report(blob)
+            check_snp_report(report, allow_debug=policy.allow_debug, min_tcb=policy.snp_min_tcb)
             if report.report_data != expected:
                 raise VerificationError("the SEV-SNP report does not bind this key set and nonce")
             if policy.snp_vcek is None or policy.snp_ask_ark is None:
@@ -157,7 +184,7 @@ def verify_evidence(
             tee, measurements = "simulated", _verify_simulated(blob, expected, policy)
         else:
             raise VerificationError(f"unknown evidence format {evidence_format!r}")
-    except (EvidenceFormatError, TdxVerificationError, SnpVerificationError) as exc:
+    except (EvidenceFormatError, TeePolicyError, TdxVerificationError, SnpVerificationError) as exc:
         raise VerificationError(str(exc)) from None
     for name, value in policy.expected_measurements.items():
         if measurements.get(name, "").lower() != value.lower():
@@ -177,7 +204,32 @@ def decode_token(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, byt
         signature = b64url_decode(signature_b64)
     except ValueError as exc:
         raise VerificationError(f"malformed response token ({exc})") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise VerificationError("malformed response token (header or claims not an object)")
     return header, claims, f"{header_b64}.{payload_b64}".encode("ascii"), signature
+
+
+def verified_token_claims(token: str, gateway: VerifiedGateway) -> dict[str, Any]:
+    """The claims of ``token`` if the attested key signed it with an allowed algorithm."""
+    header, _, _, _ = decode_token(token)
+    if header.get("alg") not in ALLOWED_TOKEN_ALGS:
+        raise VerificationError(
+            f"the token's algorithm {header.get('alg')!r} is not accepted "
+            f"(only {', '.join(ALLOWED_TOKEN_ALGS)})"
+        )
+    if header.get("kid") != gateway.kid:
+        raise VerificationError("the token was not signed by the attested key")
+    checked = JWS()
+    checked.allowed_algs = list(ALLOWED_TOKEN_ALGS)
+    try:
+        checked.deserialize(token)
+        checked.verify(gateway.public_key, alg=SIGNING_ALG)
+        claims = json.loads(checked.payload)
+    except (JWException, ValueError):
+        raise VerificationError("the token's signature is invalid") from None
+    if not isinstance(claims, dict):
+        raise VerificationError("the token's claims are not a JSON object")
+    return claims
 
 
 def verify_token(
@@ -191,13 +243,7 @@ def verify_token(
 ) -> dict[str, Any]:
     """The token's claims, if it was signed by ``gateway`` over exactly these bytes."""
     policy = policy or VerificationPolicy()
-    header, claims, signing_input, signature = decode_token(token)
-    if header.get("alg") != "ES256" or header.get("kid") != gateway.kid:
-        raise VerificationError("the token was not signed by the attested key")
-    try:
-        es256_verify(gateway.public_key, signature, signing_input)
-    except InvalidSignature:
-        raise VerificationError("the token's signature is invalid") from None
+    claims = verified_token_claims(token, gateway)
     now = policy.now()
     if claims.get("keyset_digest") != gateway.keyset_digest or claims.get("tee") != gateway.tee:
         raise VerificationError("the token names another key set or TEE")

@@ -10,10 +10,12 @@ import ssl
 import sys
 import time
 import warnings
+from typing import Any
 
 import httpx
 
 from gateway.attestation.tdx_verify import load_collateral
+from gateway.attestation.tee_policy import parse_snp_tcb, parse_tdx_svn
 from gateway.attestation.verifier import (
     SimulatedEvidenceWarning,
     VerificationError,
@@ -34,8 +36,18 @@ def policy_from_args(args: argparse.Namespace) -> VerificationPolicy:
             raise SystemExit(f"verify: --expect needs NAME=HEX, got {item!r}")
         expected[name] = value
     now = args.now
+    floors: dict[str, Any] = {}
+    try:
+        if getattr(args, "snp_min_tcb", None) is not None:
+            floors["snp_min_tcb"] = parse_snp_tcb(args.snp_min_tcb)
+        if getattr(args, "tdx_min_tee_tcb_svn", None) is not None:
+            floors["tdx_min_tee_tcb_svn"] = parse_tdx_svn(args.tdx_min_tee_tcb_svn)
+    except ValueError as exc:
+        raise SystemExit(f"verify: bad TCB floor ({exc})") from None
     return VerificationPolicy(
         allow_simulated=args.allow_simulated,
+        allow_debug=getattr(args, "allow_debug", False),
+        **floors,
         tdx_collateral=load_collateral(args.tdx_collateral) if args.tdx_collateral else None,
         snp_vcek=args.snp_vcek.read_bytes() if args.snp_vcek else None,
         snp_ask_ark=args.snp_chain.read_bytes() if args.snp_chain else None,

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -67,16 +68,29 @@ def check(token: str, gateway: VerifiedGateway, body: bytes, **kwargs: object) -
     )
 
 
+OWNER = "a" * 64
+
+
 def test_token_verifies_and_carries_the_claims(
     service: AttestationService, gateway: VerifiedGateway
 ) -> None:
-    token = service.sign(facts(b"answer"))
+    token = service.sign(facts(b"answer"), owner=OWNER)
     claims = check(token, gateway, b"answer", nonce="n0nce-123")
     assert claims["tee"] == "simulated"
     assert claims["jti"] == "chatcmpl-1" and claims["eat_nonce"] == "n0nce-123"
     assert claims["pii"]["counts"] == {"PERSON": 1}
     assert claims["upstream"]["in_guest"] is True
-    assert service.tokens.get("chatcmpl-1") == token
+    assert service.tokens.get("chatcmpl-1", OWNER) == token
+    # Another key does not read it; a second token for the id does not replace it.
+    assert service.tokens.get("chatcmpl-1", "b" * 64) is None
+    service.sign(facts(b"other answer"), owner="b" * 64)
+    assert service.tokens.get("chatcmpl-1", OWNER) == token
+    assert service.tokens.get("chatcmpl-1", "b" * 64) is None
+
+
+def test_unauthenticated_tokens_are_not_stored(service: AttestationService) -> None:
+    service.sign(replace(facts(b"x"), jti="chatcmpl-anonymous"))
+    assert service.tokens.get("chatcmpl-anonymous", OWNER) is None
 
 
 def test_flipped_byte_in_the_response_fails(
@@ -169,3 +183,80 @@ def test_expected_model_and_policy_are_enforced(
             expected_weights_sha256="f" * 64, expected_policy_digest="d" * 64
         ),
     )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _forge(header: dict[str, object], token: str) -> tuple[str, bytes]:
+    """The signing input of ``token``'s claims under another header."""
+    payload = token.split(".")[1]
+    head = _b64(json.dumps(header, separators=(",", ":")).encode())
+    return f"{head}.{payload}", f"{head}.{payload}".encode()
+
+
+def test_a_token_with_alg_none_is_refused(
+    service: AttestationService, gateway: VerifiedGateway
+) -> None:
+    unsigned, _ = _forge(
+        {"alg": "none", "typ": "JWT", "kid": gateway.kid}, service.sign(facts(b"x"))
+    )
+    with pytest.raises(VerificationError, match="algorithm 'none' is not accepted"):
+        check(f"{unsigned}.", gateway, b"x")
+
+
+def test_an_hs256_token_keyed_with_the_public_key_is_refused(
+    service: AttestationService, gateway: VerifiedGateway
+) -> None:
+    import hmac
+
+    from jwcrypto.jwk import JWK
+
+    token = service.sign(facts(b"x"))
+    # The secrets a confused HMAC verifier would use: the public key as PEM, and as its JWK.
+    public_pem = JWK(**gateway.keyset.signing_jwk).export_to_pem()
+    for secret in (public_pem, json.dumps(gateway.keyset.signing_jwk).encode()):
+        signing_input, data = _forge({"alg": "HS256", "typ": "JWT", "kid": gateway.kid}, token)
+        mac = hmac.new(secret, data, "sha256").digest()
+        with pytest.raises(VerificationError, match="algorithm 'HS256' is not accepted"):
+            check(f"{signing_input}.{_b64(mac)}", gateway, b"x")
+
+
+def test_a_token_signed_by_another_key_under_the_attested_kid_is_refused(
+    service: AttestationService, gateway: VerifiedGateway
+) -> None:
+    from gateway.attestation.keys import SigningKey
+
+    impostor = SigningKey()
+    header = json.dumps({"alg": "ES256", "typ": "JWT", "kid": gateway.kid}, separators=(",", ":"))
+    payload = base64.urlsafe_b64decode(service.sign(facts(b"x")).split(".")[1] + "==")
+    forged = impostor.sign_compact(header, payload)
+    with pytest.raises(VerificationError, match="signature is invalid"):
+        check(forged, gateway, b"x")
+
+
+def test_token_bytes_keep_their_format(service: AttestationService) -> None:
+    token = service.sign(facts(b"x"))
+    header_b64, payload_b64, signature_b64 = token.split(".")
+    header = base64.urlsafe_b64decode(header_b64 + "==")
+    assert header == (b'{"alg":"ES256","typ":"JWT","kid":"' + service.key.kid.encode() + b'"}')
+    payload = base64.urlsafe_b64decode(payload_b64 + "==")
+    claims = json.loads(payload)
+    assert payload == json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode()
+    assert len(base64.urlsafe_b64decode(signature_b64 + "==")) == 64  # raw r || s
+    assert "=" not in token
+
+
+def test_jwks_is_the_public_signing_key_with_its_rfc7638_thumbprint(
+    service: AttestationService,
+) -> None:
+    from gateway.attestation.keys import canonical_json
+
+    (key,) = service.jwks()["keys"]
+    assert "d" not in key
+    assert key["kty"] == "EC" and key["crv"] == "P-256"
+    assert key["alg"] == "ES256" and key["use"] == "sig"
+    members = canonical_json({name: key[name] for name in ("crv", "kty", "x", "y")})
+    assert key["kid"] == _b64(hashlib.sha256(members).digest()) == service.key.kid
+    assert {k: key[k] for k in ("x", "y")} == {k: service.keyset.signing_jwk[k] for k in ("x", "y")}
