@@ -83,7 +83,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--flash-attn", action="store_true", help="use flash attention kernels for attention"
     )
     engine.add_argument(
-        "--queue", type=int, default=64, help="requests that may wait for a slot before 503"
+        "--queue",
+        type=int,
+        default=64,
+        help="requests that may wait for a slot before 503 (one tenant's full share; all "
+        "tenants together may queue twice this)",
+    )
+    engine.add_argument(
+        "--tenant-active-s",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a tenant that submitted this recently has a slot kept free for it (at most half "
+        "the slots are kept); 0 keeps none",
+    )
+    engine.add_argument(
+        "--shareable-prefix-file",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a system message (the file's text) whose prompt prefix every tenant may reuse "
+        "from another tenant's prompt cache (repeatable); other cached prefixes stay per tenant",
     )
     listen = parser.add_argument_group("listener (one of)")
     listen.add_argument("--socket", type=Path, help="Unix domain socket path")
@@ -131,6 +152,16 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
             )
     if args.queue < 0:
         raise SystemExit("enclave-backend: --queue must be 0 or more")
+    if args.tenant_active_s < 0:
+        raise SystemExit("enclave-backend: --tenant-active-s must be 0 or more")
+    shareable: list[str] = []
+    for path in args.shareable_prefix_file:
+        try:
+            shareable.append(path.read_bytes().decode("utf-8"))  # verbatim, "\r\n" too
+        except (OSError, UnicodeError) as exc:
+            raise SystemExit(
+                f"enclave-backend: cannot read --shareable-prefix-file {path}: {type(exc).__name__}"
+            ) from None
     return EngineSettings(
         model_path=args.model,
         model_package=args.model_package,
@@ -153,6 +184,8 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
         tls_port=args.tls_port,
         tls_names=args.tls_name or [args.host],
         attestation=args.attestation,
+        shareable_prefixes=tuple(shareable),
+        tenant_active_s=args.tenant_active_s,
     )
 
 

@@ -9,10 +9,11 @@ OpenAI completion objects or stream chunks. It knows nothing of HTTP.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,6 +28,7 @@ from enclave_backend.generation import (
 )
 from enclave_backend.grammar import SchemaGrammarError, json_object_grammar, json_schema_grammar
 from enclave_backend.llama_runtime import LlamaRuntime
+from enclave_backend.prompt_tokens import prompt_tokenizer
 from enclave_backend.protocol import ChatCompletionRequest
 from enclave_backend.sampling import GrammarError, SamplerChain, SamplingParams
 from enclave_backend.scheduler import QueueFull, SchedulerStopped, SlotScheduler
@@ -35,6 +37,7 @@ from enclave_backend.tools.spec import ToolSpec
 from gateway.errors import GatewayError, bad_request
 
 QUEUE_FULL_RETRY_AFTER_S = 1
+log = logging.getLogger("enclave_backend.completions")
 
 
 @dataclass
@@ -73,7 +76,11 @@ class ChatCompletions:
         self.weights_sha256 = weights_sha256
 
     # -- request -> queued generations --------------------------------------------------
-    def submit(self, request: ChatCompletionRequest) -> Submission:
+    def submit(
+        self, request: ChatCompletionRequest, *, tenant: str = "", weight: int = 1
+    ) -> Submission:
+        """Queue the request's choices for ``tenant`` (an opaque API-key id, "" anonymous),
+        scheduled fairly with share ``weight`` and reusing only that tenant's cached prefixes."""
         if request.model != self.model_name:
             raise GatewayError(
                 404,
@@ -89,11 +96,27 @@ class ChatCompletions:
                 param=unsupported,
                 code="unsupported_parameter",
             )
+        capacity = self._scheduler.capacity
+        if request.n > capacity:
+            raise bad_request(
+                f"'n' asks for more choices than this engine can run or queue at once "
+                f"({capacity}).",
+                param="n",
+                code="invalid_value",
+            )
+        _check_arguments_depth(request)
         spec = request.tool_spec()
         tool_format = self.tool_format if spec is not None else None
-        prompt = self._prompt_tokens(request, spec)
-        max_tokens = self._max_tokens(request, len(prompt))
-        params = self._sampling_params(request, spec)
+        try:
+            prompt = self._prompt_tokens(request, spec)
+            max_tokens = self._max_tokens(request, len(prompt))
+            params = self._sampling_params(request, spec)
+        except RecursionError:
+            # A value nested past what any renderer handles; the request, not the engine.
+            raise bad_request(
+                "The request contains values nested too deeply to process.",
+                code="invalid_value",
+            ) from None
         # The generic envelope is grammar-shaped from its first token: a stop string inside
         # it would cut a call in half, so stops apply only where text is free.
         stops = () if spec is not None and not self.tool_format.renders_tools else None
@@ -115,6 +138,8 @@ class ChatCompletions:
                             handle=handle,
                             special_pieces=tool_format is not None and tool_format.renders_tools,
                             use_prompt_cache=request.seed is None,
+                            tenant=tenant,
+                            weight=weight,
                         )
                     )
                 except BaseException:
@@ -146,6 +171,39 @@ class ChatCompletions:
             prompt_tokens=len(prompt),
         )
 
+    def shareable_prefix(self, text: str) -> list[int]:
+        """The prompt tokens every conversation opening with system message ``text`` starts
+        with (an operator-marked prefix any tenant may reuse from another's cache).
+
+        The template renders ``[{"role": "system", "content": text}]`` without a generation
+        prompt, the string is cut right after the content and tokenized as prompts are; the
+        tokens are kept as far as they agree with a real prompt with that system message (a
+        token straddling the cut could merge differently). Raises ``ValueError`` when the
+        template does not render the text verbatim or it does not fit a slot."""
+        messages = [{"role": "system", "content": text}]
+        tokenizer = prompt_tokenizer(self._runtime, self._template.source)
+        neutral, _, meaning = tokenizer.neutralise(messages, None)
+        content = str(neutral[0]["content"])
+        try:
+            rendered = self._template.render(neutral, add_generation_prompt=False)
+        except ChatTemplateError as exc:
+            raise ValueError(f"the chat template cannot render it: {exc}") from None
+        at = rendered.rfind(content)
+        if not text or at < 0:
+            raise ValueError("the chat template does not render it verbatim as a system message")
+        tokens = tokenizer.tokenize(rendered[: at + len(content)], meaning)
+        probe = ChatCompletionRequest.model_validate(
+            {"model": self.model_name, "messages": messages}
+        )
+        try:
+            full = self._prompt_tokens(probe, None)
+        except GatewayError as exc:
+            raise ValueError(exc.message) from None
+        n = 0
+        while n < min(len(tokens), len(full)) and tokens[n] == full[n]:
+            n += 1
+        return tokens[:n]
+
     @staticmethod
     def _choice_output(
         request: ChatCompletionRequest, tool_format: ToolFormat | None
@@ -167,13 +225,14 @@ class ChatCompletions:
             messages = self.tool_format.messages(messages, spec)
             if spec is not None and self.tool_format.renders_tools:
                 tools = spec.tools_json()
+        # Special tokens come from the template only: client strings are tokenized as text.
+        tokenizer = prompt_tokenizer(self._runtime, self._template.source)
+        messages, tools, markers = tokenizer.neutralise(messages, tools)
         try:
             text = self._template.render(messages, tools=tools)
         except ChatTemplateError as exc:
             raise bad_request(str(exc), param="messages") from None
-        bos = self._runtime.token_text(self._runtime.bos_token)
-        add_bos = self._runtime.add_bos and not (bos and text.startswith(bos))
-        tokens = self._runtime.tokenize(text, add_special=add_bos, parse_special=True)
+        tokens = tokenizer.tokenize(text, markers)
         limit = self._runtime.ctx_per_slot
         if len(tokens) >= limit:
             raise bad_request(
@@ -345,6 +404,58 @@ class ChatCompletions:
                 "usage": _usage(submission.prompt_tokens, completion_tokens, cached),
                 "x_engine": _engine_info(finished),
             }
+
+
+def shareable_prefixes(completions: ChatCompletions, texts: Sequence[str]) -> list[list[int]]:
+    """Token prefixes of the operator's shareable system messages; exits on one that the
+    template cannot render verbatim (start-up configuration, so it must not pass silently)."""
+    prefixes = []
+    for index, text in enumerate(texts):
+        try:
+            prefixes.append(completions.shareable_prefix(text))
+        except ValueError as exc:
+            raise SystemExit(
+                f"enclave-backend: cannot start: shareable prefix #{index + 1}: {exc}"
+            ) from None
+    log.info("shareable prefixes (tokens): %s", [len(p) for p in prefixes])
+    return prefixes
+
+
+MAX_JSON_DEPTH = 128
+
+
+def json_depth(text: str) -> int:
+    """How deep ``[`` / ``{`` nest in ``text``, ignoring brackets inside JSON strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+def _check_arguments_depth(request: ChatCompletionRequest) -> None:
+    """Tool-call ``arguments`` are JSON in a string: refuse nesting no renderer handles."""
+    for i, message in enumerate(request.messages):
+        for j, call in enumerate(message.tool_calls or ()):
+            if json_depth(call.function.arguments) > MAX_JSON_DEPTH:
+                raise bad_request(
+                    f"Tool-call arguments may nest at most {MAX_JSON_DEPTH} levels deep.",
+                    param=f"messages[{i}].tool_calls[{j}].function.arguments",
+                    code="invalid_value",
+                )
 
 
 def _pick(value: Any, default: Any) -> Any:

@@ -75,4 +75,8 @@ class GenerationRequest:
     use_prompt_cache: bool = True
     # Render special tokens into the text: a tool format's markers may be special tokens.
     special_pieces: bool = False
+    # Who asked (an opaque id of the API key; "" is the anonymous tenant) and its share weight:
+    # the scheduler admits fairly across tenants and scopes prompt-cache reuse to a tenant.
+    tenant: str = ""
+    weight: int = 1
     enqueued_at: float = field(default_factory=time.monotonic)

@@ -32,6 +32,13 @@ T = TypeVar("T")
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 NONCE_HEX = re.compile(r"^(?:[0-9a-fA-F]{2}){8,64}$")
+# Set by the gateway on every request: an opaque id of the API key and its scheduling weight.
+# Without them a request belongs to the anonymous tenant "" with weight 1.
+TENANT_HEADER = "x-gateway-tenant"
+TENANT_WEIGHT_HEADER = "x-gateway-tenant-weight"
+TENANT_ID = re.compile(r"^[0-9a-f]{32}$")
+TENANT_WEIGHT = re.compile(r"^[0-9]{1,3}$")
+MAX_TENANT_WEIGHT = 100
 
 
 def sse_event(payload: dict[str, Any]) -> bytes:
@@ -63,7 +70,33 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
     try:
         return ChatCompletionRequest.model_validate_json(body)
     except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        if first["type"] == "json_invalid" and "recursion limit" in first["msg"]:
+            raise bad_request(
+                "The JSON body of your request is nested too deeply.", code="invalid_json"
+            ) from None
         raise from_validation_error(exc) from None
+
+
+def tenant_of(request: Request) -> tuple[str, int]:
+    """The request's tenant id and weight from the gateway's headers; 400 when malformed."""
+    tenant = request.headers.get(TENANT_HEADER, "")
+    if tenant and not TENANT_ID.match(tenant):
+        raise bad_request(
+            f"The {TENANT_HEADER} header must be 32 lowercase hexadecimal characters.",
+            param=TENANT_HEADER,
+            code="invalid_header",
+        )
+    raw = request.headers.get(TENANT_WEIGHT_HEADER)
+    if raw is None:
+        return tenant, 1
+    if not TENANT_WEIGHT.match(raw) or not 1 <= int(raw) <= MAX_TENANT_WEIGHT:
+        raise bad_request(
+            f"The {TENANT_WEIGHT_HEADER} header must be an integer from 1 to {MAX_TENANT_WEIGHT}.",
+            param=TENANT_WEIGHT_HEADER,
+            code="invalid_header",
+        )
+    return tenant, int(raw)
 
 
 async def until_disconnected(request: Request) -> None:
@@ -145,8 +178,9 @@ class EngineApp:
         )
 
     async def chat_completions(self, request: Request) -> Response:
+        tenant, weight = tenant_of(request)
         chat = parse_chat_request(await read_body(request, self._max_body))
-        submission = self._completions.submit(chat)
+        submission = self._completions.submit(chat, tenant=tenant, weight=weight)
         if chat.stream:
             return StreamingResponse(
                 self._sse(submission, include_usage=chat.include_usage()),
@@ -215,9 +249,11 @@ class EngineApp:
 
     async def health(self, _: Request) -> Response:
         stats = self._scheduler.stats()
+        alive = self._scheduler.alive
         return JSONResponse(
-            {
-                "status": "ok",
+            status_code=200 if alive else 503,
+            content={
+                "status": "ok" if alive else "decode loop stopped",
                 "model": self._completions.model_name,
                 "weights_sha256": self._completions.weights_sha256,
                 "slots": {
@@ -225,7 +261,13 @@ class EngineApp:
                     "busy": stats.slots_busy,
                     "free": stats.slots_total - stats.slots_busy,
                 },
-                "queue": {"depth": stats.queue_depth, "limit": stats.queue_limit},
+                "queue": {
+                    "depth": stats.queue_depth,
+                    "limit": stats.queue_limit,
+                    "hard_limit": stats.queue_hard_limit,
+                    # How many tenants wait, never which: ids stay out of /health.
+                    "tenants_waiting": stats.tenants_waiting,
+                },
                 "prompt_cache": {
                     "hits": stats.prompt_cache_hits,
                     "tokens_reused": stats.prompt_tokens_reused,
@@ -235,7 +277,7 @@ class EngineApp:
                     "cancelled": stats.requests_cancelled,
                 },
                 "decode_steps": stats.decode_steps,
-            }
+            },
         )
 
 

@@ -42,6 +42,34 @@ class RuntimeOptions:
     flash_attn: bool = False
 
 
+@dataclass(frozen=True)
+class SpecialToken:
+    """A vocabulary token that llama_tokenize may match as a whole inside text."""
+
+    id: int
+    text: str  # the vocabulary's own text for it, what llama.cpp's tokenizer matches
+    attr: int
+
+    @property
+    def control(self) -> bool:
+        return bool(self.attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL)
+
+    @property
+    def unknown(self) -> bool:
+        return bool(self.attr & llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN)
+
+    @property
+    def user_defined(self) -> bool:
+        return bool(self.attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED)
+
+
+_SPECIAL_ATTRS = (
+    llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+    | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+    | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+)
+
+
 class LlamaLoadError(Exception):
     """llama.cpp refused the model or could not build a context for it."""
 
@@ -123,6 +151,7 @@ class LlamaRuntime:
         self._memory = llama_cpp.llama_get_memory(ctx)
         self.ctx_per_slot = int(llama_cpp.llama_n_ctx_seq(ctx))
         self._piece_buffer = ctypes.create_string_buffer(256)
+        self._special_tokens: tuple[SpecialToken, ...] | None = None
         self._closed = False
 
     # -- model facts -------------------------------------------------------------------
@@ -149,6 +178,27 @@ class LlamaRuntime:
     @property
     def add_bos(self) -> bool:
         return bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+
+    @property
+    def add_eos(self) -> bool:
+        return bool(llama_cpp.llama_vocab_get_add_eos(self._vocab))
+
+    def special_tokens(self) -> tuple[SpecialToken, ...]:
+        """Tokens llama.cpp's tokenizer matches by their text (CONTROL, USER_DEFINED and
+        UNKNOWN attributes; the first and last only with ``parse_special``)."""
+        if self._special_tokens is None:
+            found = []
+            for token in range(self.n_vocab):
+                attr = int(llama_cpp.llama_vocab_get_attr(self._vocab, token))
+                if attr & _SPECIAL_ATTRS:
+                    raw = llama_cpp.llama_vocab_get_text(self._vocab, token) or b""
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        continue  # no Python string holds it
+                    found.append(SpecialToken(token, text, attr))
+            self._special_tokens = tuple(found)
+        return self._special_tokens
 
     @property
     def bos_token(self) -> int:

@@ -6,6 +6,36 @@ never stalls the slots that are already generating). New requests join between s
 cancelled ones leave before the next step. A finished slot keeps the KV cells of what it
 processed as a prompt cache: the next request that shares the prefix (a conversation's
 next turn) lands on that slot and only evaluates the new suffix.
+
+Tenants. Every request belongs to a tenant (an opaque id of its API key; "" for requests
+that carry none) with a weight ``w`` (1..100).
+
+- Admission is weighted-fair: when a slot is free, the next request admitted is the oldest
+  waiting one of the tenant with the lowest ``slots it holds / w``; ties go to the tenant whose
+  oldest waiting request arrived first. A tenant that holds every slot and has a long backlog
+  therefore gives the next free slot to any tenant that arrives meanwhile.
+- A free slot is kept for every other recently active tenant: a tenant may hold all slots
+  less one per other tenant that submitted within ``tenant_active_s`` (default 30 s; at most
+  half the slots are kept so). Without preemption, a slot a flooder borrowed is only back
+  after its whole generation; keeping one free means a returning tenant starts at once. A
+  lone tenant (or one whose neighbours have been quiet) uses every slot.
+- The wait queue is bounded per tenant and in total. With ``Q`` the configured queue bound, a
+  request that finds no free slot is refused (``QueueFull``) when either
+  (a) its tenant already has ``>= Q * w / W`` requests waiting, where ``W`` is the sum of the
+      weights of the tenants that have requests waiting, its own tenant included (one tenant
+      alone may fill ``Q`` places, as before; two equal tenants get ``Q/2`` each, ...), or
+  (b) ``2 * Q`` requests are waiting in all (a hard bound, so the memory held is bounded).
+  So a tenant at its share cannot get another tenant's request refused: while a flooder holds
+  its ``Q`` places, ``Q`` more remain for the others (only many tenants arriving one after the
+  other, each filling its then larger share, can reach the hard bound). Requests that will take
+  a free slot at once are not waiting and are never refused.
+- Prompt-cache reuse is scoped per tenant, like vLLM's ``cache_salt``: a slot remembers which
+  tenant filled its cells, and a request reuses (and reports as ``cached_tokens``) only a
+  prefix of its own tenant's cells, or, from another tenant's cells, at most the longest
+  operator-marked shareable prefix that both its prompt and the cells start with. Cells past
+  what may be reused are evaluated again, so neither the count nor the timing tells a tenant
+  what another one sent. Picking a slot looks only at what the request may reuse, then prefers
+  an empty slot, then one of its own tenant, then the least recently used one.
 """
 
 from __future__ import annotations
@@ -15,6 +45,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from enclave_backend.decode_batch import DecodeBatch
@@ -48,12 +79,17 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
     return i
 
 
+# A tenant that submitted this recently still has a slot kept free for it (default).
+RECENT_TENANT_S = 30.0
+
+
 @dataclass
 class Slot:
     """One sequence id of the context and what currently sits in its KV cells."""
 
     seq_id: int
     cached: list[int] = field(default_factory=list)
+    tenant: str = ""  # whose request filled ``cached``
     last_used: int = 0
     request: GenerationRequest | None = None
     text: CompletionText | None = None
@@ -77,6 +113,8 @@ class SchedulerStats:
     slots_busy: int
     queue_depth: int
     queue_limit: int
+    queue_hard_limit: int
+    tenants_waiting: int
     requests_completed: int
     requests_cancelled: int
     prompt_cache_hits: int
@@ -97,14 +135,20 @@ class SlotScheduler:
         max_queue: int,
         prefill_chunk: int,
         admission_window_s: float = 0.0,
+        shareable_prefixes: Sequence[Sequence[int]] = (),
+        tenant_active_s: float = RECENT_TENANT_S,
     ) -> None:
+        self._tenant_active_s = tenant_active_s
         self._runtime = runtime
         self._prefill_chunk = prefill_chunk
         self._admission_window = admission_window_s
         self._slots = [Slot(seq_id=i) for i in range(runtime.options.n_slots)]
         self._batch = DecodeBatch(runtime.options.n_batch)
         self._max_queue = max_queue
+        self._hard_queue = 2 * max_queue
+        self._shareable = _longest_first(shareable_prefixes)
         self._waiting: deque[GenerationRequest] = deque()
+        self._last_seen: dict[str, float] = {}  # tenant -> when it last submitted
         self._admitted: list[Slot] = []  # busy slots in admission order (prefill is FIFO)
         self._cond = threading.Condition()
         self._running = False
@@ -132,20 +176,54 @@ class SlotScheduler:
             self._thread = None
         self._batch.close()
 
+    def set_shareable_prefixes(self, prefixes: Sequence[Sequence[int]]) -> None:
+        """Token prefixes any tenant may reuse from another's cells (operator-marked)."""
+        with self._cond:
+            self._shareable = _longest_first(prefixes)
+
     # -- called from the event loop -------------------------------------------------------
     def submit(self, request: GenerationRequest) -> None:
-        """Queue a request; raises ``QueueFull`` past the bound. Takes ownership of its sampler."""
+        """Queue a request; raises ``QueueFull`` past the bounds (see the module docstring).
+
+        Takes ownership of its sampler."""
         with self._cond:
             if not self._running:
                 raise SchedulerStopped("the engine is shutting down")
             free = sum(1 for s in self._slots if not s.busy)
-            if len(self._waiting) - free >= self._max_queue:
-                raise QueueFull(
-                    f"all {len(self._slots)} slots are busy and {self._max_queue} requests "
-                    "are already waiting"
-                )
+            if len(self._waiting) >= free:  # no free slot is left for it: it would wait
+                self._check_queue_room(request, free)
+            self._seen(request.tenant)
             self._waiting.append(request)
             self._cond.notify()
+
+    def _check_queue_room(self, request: GenerationRequest, free: int) -> None:
+        """Raise ``QueueFull`` unless ``request`` may wait (lock held)."""
+        waiting = len(self._waiting) - free
+        if waiting >= self._hard_queue or self._max_queue == 0:
+            raise QueueFull(
+                f"all {len(self._slots)} slots are busy and {max(waiting, 0)} requests "
+                "are already waiting"
+            )
+        weights = {r.tenant: r.weight for r in self._waiting}
+        weights[request.tenant] = request.weight
+        share = self._max_queue * request.weight / sum(weights.values())
+        # Requests about to take the free slots are not waiting: the tenant gets that slack.
+        mine = sum(1 for r in self._waiting if r.tenant == request.tenant) - free
+        if mine >= share:
+            raise QueueFull(
+                f"all {len(self._slots)} slots are busy and this API key already has "
+                f"{mine} requests waiting, its fair share of the queue"
+            )
+
+    @property
+    def alive(self) -> bool:
+        """The decode loop is running (False once stopped, or if it died)."""
+        return self._running and self._thread is not None and self._thread.is_alive()
+
+    @property
+    def capacity(self) -> int:
+        """Sequences one tenant can have running and waiting at once."""
+        return len(self._slots) + self._max_queue
 
     def wake(self) -> None:
         with self._cond:
@@ -159,6 +237,8 @@ class SlotScheduler:
                 slots_busy=busy,
                 queue_depth=len(self._waiting),
                 queue_limit=self._max_queue,
+                queue_hard_limit=self._hard_queue,
+                tenants_waiting=len({r.tenant for r in self._waiting}),
                 requests_completed=self._completed,
                 requests_cancelled=self._cancelled,
                 prompt_cache_hits=self._cache_hits,
@@ -192,6 +272,10 @@ class SlotScheduler:
                             slot.cached = []
                 self._dispatch(outbox)
         finally:
+            with self._cond:
+                # A loop that died (not stopped) takes no more requests: submit refuses them
+                # and /health says so, so the gateway replaces the engine.
+                self._running = False
             self._fail_everything("the engine is shutting down")
 
     def _gather_burst(self) -> None:
@@ -202,24 +286,20 @@ class SlotScheduler:
 
     def _admit(self, outbox: Outbox) -> None:
         """Move waiting requests into free slots (lock held)."""
+        self._drop_cancelled_waiting()
         while self._waiting:
             free = [s for s in self._slots if not s.busy]
             if not free:
                 return
-            request = self._waiting.popleft()
-            if request.handle.cancelled:
-                request.sampler.close()
-                self._cancelled += 1
-                continue
+            request = self._next_waiting()
+            if request is None:
+                return
             if request.use_prompt_cache:
-                slot = self._pick_slot(free, request.prompt)
-                # Keep the last prompt token to evaluate: its logits give the first token.
-                reuse = min(
-                    common_prefix_length(slot.cached, request.prompt), len(request.prompt) - 1
-                )
+                slot, reuse = self._pick_slot(free, request)
             else:
                 slot = min(free, key=lambda s: s.last_used)
                 reuse = 0
+            slot.tenant = request.tenant
             if not self._runtime.forget(slot.seq_id, reuse):
                 self._runtime.clear_sequence(slot.seq_id)
                 reuse = 0
@@ -235,10 +315,91 @@ class SlotScheduler:
             slot.queue_seconds = time.monotonic() - request.enqueued_at
             self._admitted.append(slot)
 
-    @staticmethod
-    def _pick_slot(free: list[Slot], prompt: list[int]) -> Slot:
-        """Free slot sharing the longest prefix with ``prompt``, else the least recently used."""
-        return max(free, key=lambda s: (common_prefix_length(s.cached, prompt), -s.last_used))
+    def _drop_cancelled_waiting(self) -> None:
+        if any(r.handle.cancelled for r in self._waiting):
+            kept: deque[GenerationRequest] = deque()
+            for request in self._waiting:
+                if request.handle.cancelled:
+                    request.sampler.close()
+                    self._cancelled += 1
+                else:
+                    kept.append(request)
+            self._waiting = kept
+
+    def _seen(self, tenant: str) -> None:
+        """Note that ``tenant`` is active (lock held); forget tenants quiet for long."""
+        now = time.monotonic()
+        self._last_seen[tenant] = now
+        if len(self._last_seen) > 4 * len(self._slots) + 64:
+            quiet = [t for t, at in self._last_seen.items() if now - at > self._tenant_active_s]
+            for gone in quiet:
+                del self._last_seen[gone]
+
+    def _slot_cap(self, tenant: str) -> int:
+        """The most slots ``tenant`` may hold: all of them, less one kept free for each
+        other tenant active in the last ``tenant_active_s`` (at most half the slots), so a
+        returning tenant never waits for a flooder's whole generation (lock held)."""
+        now = time.monotonic()
+        others = sum(
+            1
+            for t, at in self._last_seen.items()
+            if t != tenant and now - at <= self._tenant_active_s
+        )
+        return len(self._slots) - min(others, len(self._slots) // 2)
+
+    def _next_waiting(self) -> GenerationRequest | None:
+        """Take the next request to admit: weighted-fair across tenants, none while the
+        fairest candidate is at its slot cap (lock held)."""
+        held: dict[str, int] = {}
+        for slot in self._admitted:
+            if slot.request is not None:
+                held[slot.request.tenant] = held.get(slot.request.tenant, 0) + 1
+        best = 0
+        best_key: tuple[float, int] | None = None
+        seen: set[str] = set()
+        for index, request in enumerate(self._waiting):  # arrival order
+            if request.tenant in seen:
+                continue
+            seen.add(request.tenant)
+            if held.get(request.tenant, 0) >= self._slot_cap(request.tenant):
+                continue
+            key = (held.get(request.tenant, 0) / request.weight, index)
+            if best_key is None or key < best_key:
+                best, best_key = index, key
+        if best_key is None:
+            return None  # every waiting tenant is at its cap: the free slot stays free
+        request = self._waiting[best]
+        del self._waiting[best]
+        return request
+
+    def _reusable(self, slot: Slot, request: GenerationRequest) -> int:
+        """Cells of ``slot`` that ``request`` may reuse: its own tenant's, else a shareable
+        prefix both start with. The last prompt token is always evaluated (its logits give the
+        first token)."""
+        prompt = request.prompt
+        if slot.tenant == request.tenant:
+            common = common_prefix_length(slot.cached, prompt)
+        else:
+            common = next(
+                (
+                    len(p)
+                    for p in self._shareable
+                    if _starts_with(prompt, p) and _starts_with(slot.cached, p)
+                ),
+                0,
+            )
+        return max(0, min(common, len(prompt) - 1))
+
+    def _pick_slot(self, free: list[Slot], request: GenerationRequest) -> tuple[Slot, int]:
+        """The free slot with the most reusable cells; then an empty one, then one of the
+        request's own tenant, then the least recently used."""
+
+        def rank(slot: Slot) -> tuple[int, int, int]:
+            mine = 2 if not slot.cached else 1 if slot.tenant == request.tenant else 0
+            return (self._reusable(slot, request), mine, -slot.last_used)
+
+        slot = max(free, key=rank)
+        return slot, self._reusable(slot, request)
 
     def _drop_cancelled(self) -> None:
         for slot in [s for s in self._admitted if s.request and s.request.handle.cancelled]:
@@ -359,6 +520,14 @@ class SlotScheduler:
         for slot in list(self._admitted):
             self._release(slot, outbox, Failed(message))
         self._dispatch(outbox)
+
+
+def _longest_first(prefixes: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    return sorted({tuple(p) for p in prefixes if p}, key=len, reverse=True)
+
+
+def _starts_with(tokens: list[int], prefix: tuple[int, ...]) -> bool:
+    return tuple(tokens[: len(prefix)]) == prefix
 
 
 def _deliver_all(outbox: Outbox) -> None:

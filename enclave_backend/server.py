@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -11,10 +12,13 @@ from pathlib import Path
 import uvicorn
 
 from enclave_backend.chat_template import CHATML_TEMPLATE, ChatTemplate
-from enclave_backend.completions import ChatCompletions
+from enclave_backend.completions import ChatCompletions, shareable_prefixes
 from enclave_backend.http_app import EngineApp
 from enclave_backend.llama_runtime import LlamaLoadError, LlamaRuntime, RuntimeOptions
 from enclave_backend.model_file import ModelFileError, check_gguf, packaged_model_path, sha256_file
+from enclave_backend.private_socket import SocketPathError, bind_private_socket, peer_checked
+from enclave_backend.process_hardening import disable_core_dumps, log_exceptions_without_messages
+from enclave_backend.prompt_tokens import prompt_tokenizer
 from enclave_backend.remote_face import RemoteFace, RemoteFaceError
 from enclave_backend.requantize import requantize
 from enclave_backend.scheduler import SlotScheduler
@@ -45,6 +49,8 @@ class EngineSettings:
     tls_names: tuple[str, ...] | list[str] = ()
     attestation: str = "auto"
     chat_template_file: Path | None = None
+    shareable_prefixes: tuple[str, ...] = ()  # system message texts (--shareable-prefix-file)
+    tenant_active_s: float = 30.0  # --tenant-active-s
 
     def listen_address(self) -> str:
         if self.socket:
@@ -100,11 +106,13 @@ def load_engine(settings: EngineSettings) -> LoadedEngine:
         bos_token=runtime.token_text(runtime.bos_token),
         eos_token=runtime.token_text(runtime.eos_token),
     )
+    prompt_tokenizer(runtime, template.source)  # lists the special tokens now, not per request
     scheduler = SlotScheduler(
         runtime,
         max_queue=settings.queue,
         prefill_chunk=settings.prefill_chunk,
         admission_window_s=settings.admission_window_s,
+        tenant_active_s=settings.tenant_active_s,
     )
     completions = ChatCompletions(
         runtime=runtime,
@@ -114,11 +122,17 @@ def load_engine(settings: EngineSettings) -> LoadedEngine:
         fingerprint=f"fp_{weights_sha[:12]}",
         weights_sha256=weights_sha,
     )
+    if settings.shareable_prefixes:
+        scheduler.set_shareable_prefixes(
+            shareable_prefixes(completions, settings.shareable_prefixes)
+        )
     return LoadedEngine(runtime, scheduler, completions, weights, weights_sha)
 
 
 def serve(settings: EngineSettings) -> int:
     started = time.monotonic()
+    disable_core_dumps()
+    log_exceptions_without_messages()
     try:
         engine = load_engine(settings)
     except (ModelFileError, LlamaLoadError) as exc:
@@ -150,19 +164,32 @@ def serve(settings: EngineSettings) -> int:
         attestation=remote.evidence_document if remote else None,
     ).build()
     context = remote.identity.context if remote else None
+    sockets = None
+    if settings.socket:
+        try:
+            sockets = [bind_private_socket(settings.socket)]
+        except (SocketPathError, OSError) as exc:
+            print(f"enclave-backend: cannot start: {exc}", file=sys.stderr)
+            engine.runtime.close()
+            return 2
     config = uvicorn.Config(
         app,
-        uds=str(settings.socket) if settings.socket else None,
+        http=peer_checked() if sockets else "auto",
         host=settings.host,
         port=settings.tls_port or settings.port or 0,
         ssl_context_factory=(lambda _config, _default: context) if context else None,
         log_level="warning",
+        log_config=None,  # uvicorn logs through our handlers: exceptions without messages
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=30,
     )
     try:
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=sockets)
     finally:
         engine.runtime.close()
+        if sockets and settings.socket:
+            sockets[0].close()
+            with contextlib.suppress(OSError):
+                settings.socket.unlink()
     return 0
