@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(LLAMA_CPP_PYTHON)
 NODE_CLIENT := tests/clients/node
 NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: run test engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm bench-tools clean
+.PHONY: run test engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm bench-tools bench-fairness clean
 
 $(WHEEL_DIR)/.built:
 	mkdir -p $(WHEEL_DIR)
@@ -68,6 +68,9 @@ bench-pii: $(STAMP)
 
 bench-tools: $(STAMP)
 	$(PY) bench/tool_bench.py
+
+bench-fairness: $(STAMP)
+	$(PY) -m bench.fairness_bench
 
 bench-attestation: $(STAMP)
 	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[bench]'

@@ -32,7 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import free_port, stop  # noqa: E402
+from bench.stack import cpu_name, free_port, stop  # noqa: E402
 from enclave_backend.model_file import packaged_model_path  # noqa: E402
 
 TOPICS = [
@@ -427,7 +427,7 @@ def main() -> int:
         "threads": args.threads,
         "slots": args.slots,
         "max_tokens": args.max_tokens,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "results": [asdict(r) for r in results],
         "ratios": ratios,
     }
@@ -449,16 +449,6 @@ def main() -> int:
     for key, value in ratios.items():
         print(f"{key:40s} {value}")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

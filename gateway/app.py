@@ -12,7 +12,9 @@ import hmac
 import json
 import logging
 import re
+import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -55,11 +57,12 @@ from gateway.pii.recognizers.names import handle_is_name
 from gateway.pii.stage import CANCEL_NOTE
 from gateway.pipeline import ChatExchange, ChatPipeline
 from gateway.protocol import ChatCompletionRequest
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import RateLimiter, estimate_prompt_tokens
 from gateway.request_id import RequestIdMiddleware, request_id_of
 from gateway.router import NoUpstream, Router
 from gateway.telemetry import GatewayMetrics, genai_attributes, tracer
-from gateway.upstream import UpstreamError
+from gateway.upstream import Tenant, UpstreamError
+from gateway.usage import total_tokens
 
 log = logging.getLogger("gateway.app")
 T = TypeVar("T")
@@ -129,6 +132,9 @@ class _Signing:
     model: str | None = None
     requested_model_sha256: str | None = None
     jti: str | None = None
+    key: APIKeyConfig | None = None
+    in_flight: bool = False
+    finished: bool = False
     exchange: ChatExchange | None = None
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
@@ -221,6 +227,8 @@ class GatewayApp:
         self._pipeline = pipeline
         self._max_body = max_body_bytes
         self._openapi = openapi_document(version)
+        # Engines know a key by this id only; new at every start, it says nothing about it.
+        self._tenant_salt = secrets.token_bytes(32)
 
     def build(self, lifespan: Any = None) -> Starlette:
         return Starlette(
@@ -281,7 +289,14 @@ class GatewayApp:
         signing = _Signing(request_id=request_id_of(request.scope))
         signing.span = tracer.start_span("chat", kind=SpanKind.SERVER)
         with trace.use_span(signing.span, end_on_exit=False):
-            return await self._chat(request, signing)
+            try:
+                return await self._chat(request, signing)
+            except ClientDisconnect:
+                self._finish(signing, 499)  # gone while its body was arriving
+                return Response(status_code=499)
+            except BaseException:
+                self._finish(signing, 500, "internal_error")  # frees its in-flight place
+                raise
 
     async def _chat(self, request: Request, signing: _Signing) -> Response:
         try:
@@ -290,6 +305,9 @@ class GatewayApp:
             signing.request_sha256 = sha256_hex(body)
             with tracer.start_as_current_span("auth"):
                 key = self._authenticate(request)
+            signing.key = key
+            # Counted before validation: a stream of invalid requests is still requests.
+            self._limiter.admit(key)
             try:
                 chat = ChatCompletionRequest.model_validate_json(body)
             except ValidationError as exc:
@@ -300,17 +318,30 @@ class GatewayApp:
             else:
                 signing.requested_model_sha256 = sha256_hex(chat.model.encode("utf-8"))
             self._keys.authorize(key, chat.model, known)
-            self._limiter.admit(key)
             exchange = ChatExchange(
                 request_id=signing.request_id,
                 key=key,
                 body_bytes=body,
                 request=chat,
                 upstream_body=chat.upstream_body(chat.model),
+                tenant=Tenant(self._tenant_id(key), key.weight),
             )
+            signing.exchange = exchange
+            asked = chat.requested_tokens()
+            choices = chat.n or 1
+            exchange.tokens_reserved = self._limiter.reserve(
+                key, estimate_prompt_tokens(body), None if asked is None else asked * choices
+            )
+            budget = exchange.tokens_reserved.completion_budget
+            if budget is not None:
+                # A token-limited key's request may not use more than it reserved.
+                exchange.upstream_body["max_tokens"] = max(1, budget // choices)
+            self._limiter.enter(key)
+            signing.in_flight = True
             cancel = CancelToken()
             exchange.notes[CANCEL_NOTE] = cancel
-            signing.exchange = exchange
+            # The gateway names every completion: an upstream's ids may repeat.
+            signing.jti = f"chatcmpl-{uuid.uuid4().hex}"
             if chat.streaming:
                 return await self._stream(request, exchange, signing)
             try:
@@ -323,14 +354,14 @@ class GatewayApp:
                 cancel.cancel()
                 self._finish(signing, 499)
                 return Response(status_code=499)
+            completion["id"] = signing.jti
             payload = _json_bytes(completion)
-            signing.jti = str(completion.get("id") or signing.request_id)
             token = self._sign(signing, 200, sha256_hex(payload))
             self._finish(signing, 200)
             return Response(payload, media_type="application/json", headers={TOKEN_HEADER: token})
         except GatewayError as error:
             payload = _json_bytes(error.body())
-            token = self._sign(signing, error.status, sha256_hex(payload))
+            token = self._sign(signing, error.status, sha256_hex(payload), error.code)
             headers = {**error.headers, TOKEN_HEADER: token}
             self._finish(signing, error.status, error.code)
             return Response(
@@ -338,11 +369,19 @@ class GatewayApp:
             )
 
     def _finish(self, signing: _Signing, status: int, error_code: str | None = None) -> None:
-        """Close the request's span and count it: names, numbers and types only."""
+        """Close the request's span and count it: names, numbers and types only (once)."""
+        if signing.finished:
+            return
+        signing.finished = True
         exchange = signing.exchange
         notes = exchange.notes if exchange else {}
         model = signing.model or "unknown"
         usage = notes.get("usage")
+        if signing.in_flight and signing.key is not None:
+            signing.in_flight = False
+            self._limiter.leave(signing.key)
+        if exchange is not None and exchange.tokens_reserved is not None:
+            self._limiter.settle(exchange.key, exchange.tokens_reserved, _used(usage, status))
         pii = notes.get("pii") or {}
         span = signing.span
         if span is not None:
@@ -392,11 +431,15 @@ class GatewayApp:
             pii_counts=pii.get("counts"),
         )
 
-    def _sign(self, signing: _Signing, status: int, response_sha256: str) -> str:
+    def _sign(
+        self, signing: _Signing, status: int, response_sha256: str, error_code: str | None = None
+    ) -> str:
         with tracer.start_as_current_span("sign"):
-            return self._sign_now(signing, status, response_sha256)
+            return self._sign_now(signing, status, response_sha256, error_code)
 
-    def _sign_now(self, signing: _Signing, status: int, response_sha256: str) -> str:
+    def _sign_now(
+        self, signing: _Signing, status: int, response_sha256: str, error_code: str | None
+    ) -> str:
         exchange = signing.exchange
         routed = exchange.routed if exchange else None
         model: dict[str, Any] | None = None
@@ -427,8 +470,10 @@ class GatewayApp:
                 if routed
                 else None
             ),
+            extra={"error": {"code": error_code}} if error_code else {},
         )
-        return self._attestation.sign(facts)
+        owner = signing.key.sha256 if signing.key is not None else None
+        return self._attestation.sign(facts, owner=owner)
 
     async def _stream(
         self, request: Request, exchange: ChatExchange, signing: _Signing
@@ -453,6 +498,8 @@ class GatewayApp:
             raise
         finally:
             watcher.cancel()
+        # Also when the body never starts (the client left first): in-flight place, metrics.
+        resources.callback(self._finish, signing, 499)
         return SSEResponse(self._sse(chunks, signing), resources)
 
     async def _sse(
@@ -460,10 +507,18 @@ class GatewayApp:
     ) -> AsyncIterator[bytes]:
         """Chunks as SSE; then the token chunk (the usage chunk, if the client asked for one)
         whose token covers every byte sent before it; then [DONE] unless the stream failed."""
+        try:
+            async for event in self._sse_events(chunks, signing):
+                yield event
+        finally:
+            self._finish(signing, 499)  # the client left before the end (else a no-op)
+
+    async def _sse_events(
+        self, chunks: AsyncIterator[dict[str, Any]], signing: _Signing
+    ) -> AsyncIterator[bytes]:
         digest = hashlib.sha256()
         carrier: dict[str, Any] | None = None
-        last: dict[str, Any] = {}
-        failed = False
+        failure: GatewayError | None = None
         try:
             async for chunk in chunks:
                 if carrier is not None:  # something came after the usage chunk: send it
@@ -471,7 +526,6 @@ class GatewayApp:
                     digest.update(event)
                     yield event
                     carrier = None
-                last = chunk
                 if not chunk.get("choices") and chunk.get("usage"):
                     carrier = chunk
                     continue
@@ -479,31 +533,47 @@ class GatewayApp:
                     (c.get("delta") or {}).get("content") for c in chunk.get("choices") or ()
                 ):
                     signing.first_token_at = time.monotonic()
+                if "id" in chunk:
+                    chunk["id"] = signing.jti
                 event = sse_event(chunk)
                 digest.update(event)
                 yield event
-        except UpstreamError as exc:
-            log.warning("stream failed after it started: %s", exc)
+        except Exception as exc:  # every failure ends the stream in-band
             # In-band error and no [DONE]: the client must not mistake this for a full answer.
-            event = sse_event(upstream_error(exc).body())
+            if isinstance(exc, UpstreamError):
+                log.warning("stream failed after it started: %s", exc)
+                failure = upstream_error(exc)
+            elif isinstance(exc, GatewayError):
+                failure = exc
+            else:
+                log.error("stream failed after it started: unhandled %s", type(exc).__name__)
+                failure = GatewayError(
+                    500, "The gateway hit an internal error.", type="server_error"
+                )
+            event = sse_event(failure.body())
             digest.update(event)
             yield event
-            failed = True
+        # A failed stream's token says so: its status and code, never a 200.
+        status = failure.status if failure else 200
+        code = failure.code if failure else None
         if carrier is None:
             # No usage chunk asked for: no chunk without choices either (clients read
             # choices[0] of every chunk). An SSE comment carries the token; every SSE parser
             # skips comments, the verifying transport reads it.
-            signing.jti = str(last.get("id") or signing.request_id)
-            token = self._sign(signing, 200, digest.hexdigest())
-            self._finish(signing, 502 if failed else 200, "upstream_failed" if failed else None)
+            token = self._sign(signing, status, digest.hexdigest(), code)
+            self._finish(signing, status, code)
             yield token_comment(token)
         else:
-            signing.jti = str(carrier.get("id") or signing.request_id)
-            carrier["attestation_token"] = self._sign(signing, 200, digest.hexdigest())
-            self._finish(signing, 502 if failed else 200, "upstream_failed" if failed else None)
+            if "id" in carrier:
+                carrier["id"] = signing.jti
+            carrier["attestation_token"] = self._sign(signing, status, digest.hexdigest(), code)
+            self._finish(signing, status, code)
             yield sse_event(carrier)
-        if not failed:
+        if failure is None:
             yield SSE_DONE
+
+    def _tenant_id(self, key: APIKeyConfig) -> str:
+        return hmac.new(self._tenant_salt, key.sha256.encode("ascii"), "sha256").hexdigest()[:32]
 
     def _authenticate(self, request: Request) -> APIKeyConfig:
         """The caller's key; repeated failures from one address are refused outright."""
@@ -536,10 +606,16 @@ class GatewayApp:
     async def health(self, _: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def ready(self, _: Request) -> Response:
+    async def ready(self, request: Request) -> Response:
+        """Overall readiness for anyone (load balancers); the per-model view only for a key,
+        and only of the models that key may use: model names are not for everyone."""
         models = self._router.ready()
         ready = all(models.values())
-        return JSONResponse({"ready": ready, "models": models}, status_code=200 if ready else 503)
+        document: dict[str, Any] = {"ready": ready}
+        if request.headers.get("authorization"):
+            key = self._authenticate(request)
+            document["models"] = {name: up for name, up in models.items() if key.allows(name)}
+        return JSONResponse(document, status_code=200 if ready else 503)
 
     async def openapi(self, _: Request) -> Response:
         return JSONResponse(self._openapi)
@@ -570,9 +646,13 @@ class GatewayApp:
         return JSONResponse(document)
 
     async def prometheus(self, request: Request) -> Response:
+        client = request.client.host if request.client else "unknown"
+        self._auth_guard.check(client)  # guessing the metrics key is guessing a key
         presented = request.headers.get("authorization", "").partition(" ")[2].strip()
         digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
         if self._metrics_key is None or not hmac.compare_digest(digest, self._metrics_key):
+            if self._metrics_key is not None:
+                self._auth_guard.failed(client)
             return error_response(
                 GatewayError(
                     401 if self._metrics_key else 404,
@@ -586,8 +666,10 @@ class GatewayApp:
         return JSONResponse(self._attestation.jwks())
 
     async def stored_token(self, request: Request) -> Response:
+        """Only the key whose request caused a token reads it back (others: a plain 404)."""
+        key = self._authenticate(request)
         completion_id = request.path_params["completion_id"]
-        token = self._attestation.tokens.get(completion_id)
+        token = self._attestation.tokens.get(completion_id, key.sha256)
         if token is None:
             return error_response(
                 GatewayError(
@@ -598,6 +680,18 @@ class GatewayApp:
                 )
             )
         return JSONResponse({"id": completion_id, "attestation_token": token})
+
+
+def _used(usage: Any, status: int) -> int | None:
+    """The tokens a finished request used, for settling its reservation: its final usage;
+    else 0 when nothing was generated (refused, no upstream), None (keep the reservation)
+    when something may have been (the client left, the upstream failed or timed out
+    mid-way, an answer without usage)."""
+    if usage:
+        return total_tokens(usage)
+    if status in {200, 499, 500, 502, 504}:
+        return None
+    return 0
 
 
 def _model_object(name: str) -> dict[str, Any]:

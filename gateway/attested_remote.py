@@ -36,7 +36,7 @@ from gateway.attestation.verifier import (
     verify_evidence,
 )
 from gateway.config import RemoteAttestationConfig
-from gateway.upstream import OpenAIUpstream, UpstreamError
+from gateway.upstream import OpenAIUpstream, Tenant, UpstreamError
 
 log = logging.getLogger("gateway.attested_remote")
 
@@ -44,6 +44,7 @@ log = logging.getLogger("gateway.attested_remote")
 def policy_from_config(config: RemoteAttestationConfig) -> VerificationPolicy:
     return VerificationPolicy(
         allow_simulated=config.allow_simulated,
+        allow_debug=config.allow_debug,
         tdx_collateral=load_collateral(config.tdx_collateral) if config.tdx_collateral else None,
         snp_vcek=config.snp_vcek.read_bytes() if config.snp_vcek else None,
         snp_ask_ark=config.snp_chain.read_bytes() if config.snp_chain else None,
@@ -129,6 +130,8 @@ class AttestedRemoteUpstream:
                 verify=pinned_context(der),
                 timeout_s=self._timeout,
                 connect_timeout_s=self._connect_timeout,
+                # An attested engine is one of ours: it scopes its cache per tenant too.
+                forward_tenant=True,
             )
             self._verified_at = time.monotonic()
             if previous is None or self.last_error is not None:
@@ -162,9 +165,11 @@ class AttestedRemoteUpstream:
             raise UpstreamError(f"{self.name}: not attested", retryable=True)
         return self._inner
 
-    async def complete(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
+    async def complete(
+        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+    ) -> dict[str, Any]:
         try:
-            return await self._require().complete(body, request_id=request_id)
+            return await self._require().complete(body, request_id=request_id, tenant=tenant)
         except UpstreamError as exc:
             if exc.retryable and exc.status is None:
                 await self._drop()  # connection-level failure: the key may have changed
@@ -172,10 +177,10 @@ class AttestedRemoteUpstream:
 
     @asynccontextmanager
     async def stream(
-        self, body: dict[str, Any], *, request_id: str
+        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         try:
-            async with self._require().stream(body, request_id=request_id) as events:
+            async with self._require().stream(body, request_id=request_id, tenant=tenant) as events:
                 yield events
         except UpstreamError as exc:
             if exc.retryable and exc.status is None:

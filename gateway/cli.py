@@ -11,10 +11,12 @@ from pathlib import Path
 
 from gateway.auth import hash_key
 from gateway.config import ConfigError, load_config
+from gateway.process_hardening import disable_core_dumps
 from gateway.telemetry import configure_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
+    disable_core_dumps()  # before the config or any key is read
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -98,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept simulated (software-only) evidence: development only",
     )
+    verify.add_argument(
+        "--allow-debug", action="store_true", help="accept debug guests: development only"
+    )
+    verify.add_argument("--snp-min-tcb", help="SEV-SNP TCB floor: raw TCB_VERSION hex, or none")
+    verify.add_argument("--tdx-min-tee-tcb-svn", help="TDX TEE_TCB_SVN floor: 32 hex, or none")
     verify.add_argument("--tdx-collateral", type=Path, help="Intel collateral (dcap-qvl JSON)")
     verify.add_argument("--snp-vcek", type=Path, help="VCEK certificate (DER or PEM)")
     verify.add_argument("--snp-chain", type=Path, help="ASK and ARK certificates (PEM)")

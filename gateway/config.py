@@ -64,10 +64,61 @@ class ListenerConfig(_Section):
     graceful_shutdown_s: Annotated[float, Field(gt=0)] = 30.0
     # A request body must arrive within this; slower clients get 408.
     body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    # Connections beyond this are answered 503 at once (slowloris and floods).
-    max_connections: Annotated[int, Field(ge=1)] = 1024
+    # Connection caps and timeouts against slowloris and floods (gateway/listener.py).
+    max_connections: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Open connections in all; past it a new connection is answered 503 "
+            "(OpenAI's JSON error shape) and closed. Requests in flight are bounded by it too.",
+        ),
+    ] = 1024
+    max_connections_per_address: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Open connections per client address (the TCP peer, never a forwarded "
+            "header; IPv6 counted per /64); past it 429 with Retry-After, then close. Values "
+            "above max_connections act as max_connections; trusted_proxies are exempt (only "
+            "max_connections holds for them). As large as limits.max_in_flight_per_key by "
+            "default, so one host can use a key's whole in-flight allowance.",
+        ),
+    ] = 64
+    handshake_timeout_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=300,
+            description="A TLS handshake must finish within this many seconds, or the "
+            "connection is dropped; it also bounds waiting for the client's TLS close.",
+        ),
+    ] = 10.0
+    header_timeout_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=300,
+            description="A request's headers must be complete within this many seconds of "
+            "the connection (or, on keep-alive, of the request's first byte); slower clients "
+            "get 408 and are closed.",
+        ),
+    ] = 10.0
     # Failed authentications per client address per minute before it gets 429s.
     max_auth_failures_per_minute: Annotated[int, Field(ge=1)] = 20
+    # Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For / -Proto is
+    # believed. Empty: the TCP peer is the client, whatever the headers say, so a client
+    # cannot pick the address the brute-force guard counts (or lock a victim's out).
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
 
     @model_validator(mode="after")
     def _plain_http_only_on_loopback(self) -> ListenerConfig:
@@ -102,6 +153,10 @@ class APIKeyConfig(_Section):
     models: list[str] = Field(default_factory=lambda: ["*"])
     requests_per_minute: Annotated[int, Field(ge=1)] | None = None
     tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
+    # Requests this key may have in flight at once (default: limits.max_in_flight_per_key).
+    max_in_flight: Annotated[int, Field(ge=1)] | None = None
+    # Its share of engine slots when keys compete: a weight-2 key gets twice a weight-1's.
+    weight: Annotated[int, Field(ge=1, le=100)] = 1
     revoked: bool = False
 
     @field_validator("sha256")
@@ -132,12 +187,18 @@ class LocalDeployment(_Section):
     queue: Annotated[int, Field(ge=0)] = 64
     replicas: Annotated[int, Field(ge=1)] = 1
     extra_args: list[str] = Field(default_factory=list)
+    # System prompt texts whose prompt prefix any API key may reuse from another key's KV
+    # cache (e.g. one system prompt all clients share). Everything else in the engine's prompt
+    # cache is reused only by the key that sent it, so cached_tokens reveals no other key's
+    # prompts; a prefix listed here is by definition not secret between keys.
+    shareable_prefixes: list[str] = Field(default_factory=list)
 
 
 class RemoteAttestationConfig(_Section):
     """Verify a remote engine's evidence and pin its TLS key before sending it any prompt."""
 
     allow_simulated: bool = False
+    allow_debug: bool = False  # accept debug guests (host can read their memory): dev only
     # Measurements the evidence must carry (e.g. mrtd, rtmr1, measurement, code_sha256).
     expected_measurements: dict[str, str] = Field(default_factory=dict)
     tdx_collateral: Path | None = None
@@ -269,6 +330,13 @@ class EngineSupervisionConfig(_Section):
     restart_backoff_initial_s: Annotated[float, Field(gt=0)] = 0.5
     restart_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0
     stop_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # A running engine that misses this many health checks in a row (stopped, deadlocked)
+    # gets no new requests; at kill_after_missed it is killed and restarted, which also ends
+    # the requests it holds (they fail over or fail, instead of waiting for timeout_s).
+    health_interval_s: Annotated[float, Field(gt=0)] = 1.0
+    health_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    unresponsive_after_missed: Annotated[int, Field(ge=1)] = 3
+    kill_after_missed: Annotated[int, Field(ge=1)] = 6
 
 
 class PIIDetectionConfig(_Section):
@@ -330,10 +398,17 @@ class TelemetryConfig(_Section):
         return self
 
 
+class LimitsConfig(_Section):
+    """Limits that hold for every key unless the key sets its own."""
+
+    max_in_flight_per_key: Annotated[int, Field(ge=1)] = 64
+
+
 class GatewayConfig(_Section):
     listener: ListenerConfig = Field(default_factory=ListenerConfig)
     tls: TLSConfig = Field(default_factory=TLSConfig)
     api_keys: list[APIKeyConfig] = Field(default_factory=list)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     models: Annotated[list[ModelConfig], Field(min_length=1)]
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     engines: EngineSupervisionConfig = Field(default_factory=EngineSupervisionConfig)

@@ -71,6 +71,15 @@ def engine_command(
             "--model-file",
             deployment.model_file,
         ]
+    # The engine reads shareable system prompts from files beside its socket (owner-only).
+    for index, text in enumerate(deployment.shareable_prefixes):
+        path = socket.parent / f"{socket.stem}.shareable-{index}.txt"
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(text)
+        command += ["--shareable-prefix-file", str(path)]
     return command + list(deployment.extra_args)
 
 
@@ -94,7 +103,10 @@ class EngineProcess:
         self._supervisor: asyncio.Task[None] | None = None
         self.restarts = 0
         self.ready = False
+        # False while a running engine stops answering its health checks (see _watch).
+        self.responsive = True
         self.weights_sha256: str | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -104,9 +116,57 @@ class EngineProcess:
         """Start the process and wait until it serves; then keep it alive in the background."""
         await self._spawn_and_wait()
         self._supervisor = asyncio.create_task(self._supervise(), name=f"supervise-{self.name}")
+        self._watchdog = asyncio.create_task(self._watch(), name=f"watch-{self.name}")
+
+    @property
+    def serving(self) -> bool:
+        """Ready and answering: what routing asks before sending a request here."""
+        return self.ready and self.responsive
+
+    async def _watch(self) -> None:
+        """Health-check a running engine; one that stops answering is taken out, then killed.
+
+        A stopped (SIGSTOP) or deadlocked process keeps its socket open: without this it
+        would keep receiving requests and hold them for the whole request timeout.
+        """
+        supervision = self._supervision
+        transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
+        missed = 0
+        async with httpx.AsyncClient(transport=transport, base_url="http://engine") as client:
+            while not self._stopping:
+                await asyncio.sleep(supervision.health_interval_s)
+                if not self.ready:  # starting or restarting: the supervisor's business
+                    missed, self.responsive = 0, True
+                    continue
+                try:
+                    answer = await client.get("/health", timeout=supervision.health_timeout_s)
+                    answered = answer.status_code == 200
+                except httpx.HTTPError:
+                    answered = False
+                if answered:
+                    if not self.responsive:
+                        log.info("engine %s answers its health checks again", self.name)
+                    missed, self.responsive = 0, True
+                    continue
+                missed += 1
+                if missed == supervision.unresponsive_after_missed:
+                    self.responsive = False
+                    log.warning(
+                        "engine %s missed %d health checks; no new requests go to it",
+                        self.name,
+                        missed,
+                    )
+                if missed >= supervision.kill_after_missed:
+                    log.error("engine %s is hung (pid %s); killing it", self.name, self.pid)
+                    missed = 0
+                    process = self._process
+                    if process is not None and process.returncode is None:
+                        process.kill()  # the supervisor sees it exit and restarts it
 
     async def _spawn_and_wait(self) -> None:
-        self.socket.parent.mkdir(parents=True, exist_ok=True)
+        # The engines answer without a key: only this user may reach their sockets.
+        self.socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.socket.parent.chmod(0o700)
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +243,10 @@ class EngineProcess:
     async def stop(self) -> None:
         self._stopping = True
         self.ready = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from gateway.upstream import UpstreamError
+from gateway.upstream import Tenant, UpstreamError
 
 _DELTA_KEYS = ("role", "content", "tool_calls", "refusal")
 _MESSAGE_KEYS = ("role", "content", "tool_calls", "refusal")
@@ -210,7 +210,9 @@ class LiteLLMUpstream:
             )
         return UpstreamError(f"{self.name}: provider call failed ({kind})", retryable=True)
 
-    async def complete(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
+    async def complete(
+        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+    ) -> dict[str, Any]:
         try:
             response = await self._litellm.acompletion(**self._kwargs(body, stream=False))
         except Exception as exc:  # litellm raises its own hierarchy; map every one of them
@@ -219,7 +221,7 @@ class LiteLLMUpstream:
 
     @asynccontextmanager
     async def stream(
-        self, body: dict[str, Any], *, request_id: str
+        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         try:
             wrapper = await self._litellm.acompletion(**self._kwargs(body, stream=True))

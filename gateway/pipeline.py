@@ -19,8 +19,10 @@ from opentelemetry import trace
 
 from gateway.config import APIKeyConfig
 from gateway.protocol import ChatCompletionRequest
+from gateway.ratelimit import TokenCharge
 from gateway.router import Routed, Router
 from gateway.telemetry import tracer
+from gateway.upstream import Tenant
 
 Chunk = dict[str, Any]
 
@@ -40,6 +42,9 @@ class ChatExchange:
     request: ChatCompletionRequest
     upstream_body: dict[str, Any]
     routed: Routed | None = None
+    tenant: Tenant | None = None
+    # Tokens held against the key's per-minute limit until the usage is known.
+    tokens_reserved: TokenCharge | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,7 +74,10 @@ class ChatPipeline:
         await self._requests(exchange)
         with tracer.start_as_current_span("upstream") as span:
             completion, exchange.routed = await self._router.complete(
-                exchange.request.model, exchange.upstream_body, request_id=exchange.request_id
+                exchange.request.model,
+                exchange.upstream_body,
+                request_id=exchange.request_id,
+                tenant=exchange.tenant,
             )
             span.set_attribute("gateway.upstream", exchange.routed.upstream)
         for stage in reversed(self._stages):
@@ -85,7 +93,10 @@ class ChatPipeline:
         try:
             with trace.use_span(span, end_on_exit=False):
                 stream = self._router.stream(
-                    exchange.request.model, exchange.upstream_body, request_id=exchange.request_id
+                    exchange.request.model,
+                    exchange.upstream_body,
+                    request_id=exchange.request_id,
+                    tenant=exchange.tenant,
                 )
                 opened = await stream.__aenter__()
         finally:

@@ -5,7 +5,10 @@ A failure before anything reached the client is retried on another member (up to
 ``retries``), then on the model's fallback group if it has one. An upstream that fails
 ``failure_threshold`` times in a row is taken out for ``cooldown_s`` and then probed back in.
 Errors the upstream attributes to the request (4xx) are never retried: they are the
-client's to fix and pass through unchanged.
+client's to fix and pass through unchanged. Only failures that say something about the
+upstream (unreachable, reset, cut off, 502/504) count towards taking it out; an
+overloaded upstream (429/503) is skipped for this request only, and a 500 one request
+provoked is that request's failure, never everyone's.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import RoutingConfig
-from gateway.upstream import Upstream, UpstreamError
+from gateway.upstream import Tenant, Upstream, UpstreamError
 
 log = logging.getLogger("gateway.router")
 
@@ -115,6 +118,7 @@ class Router:
         self._config = config
         self._on_failure = on_failure
         self._prober: asyncio.Task[None] | None = None
+        self._confirming: set[asyncio.Task[None]] = set()
 
     @property
     def groups(self) -> dict[str, Group]:
@@ -142,8 +146,24 @@ class Router:
 
     def _failed(self, member: Member, error: UpstreamError) -> None:
         self._on_failure(member.name)
-        member.consecutive_failures += 1
         log.warning("upstream %s failed: %s", member.name, error)
+        if error.timed_out and error.status is None:
+            # Long request or hung upstream? Its health route decides, not the request.
+            task = asyncio.create_task(self._confirm(member))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
+            return
+        if not error.health_signal:
+            return  # overloaded, or this request's own failure: the upstream stays in
+        self._count_failure(member)
+
+    async def _confirm(self, member: Member) -> None:
+        if not await member.upstream.probe():
+            log.warning("upstream %s timed out and fails its probe", member.name)
+            self._count_failure(member)
+
+    def _count_failure(self, member: Member) -> None:
+        member.consecutive_failures += 1
         if member.consecutive_failures >= self._config.failure_threshold:
             member.out_until = time.monotonic() + self._config.cooldown_s
             log.warning(
@@ -159,14 +179,14 @@ class Router:
         member.served += 1
 
     async def complete(
-        self, model: str, body: dict[str, Any], *, request_id: str
+        self, model: str, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
     ) -> tuple[dict[str, Any], Routed]:
         last: UpstreamError | None = None
         for group, member in self._route(model):
             member.outstanding += 1
             try:
                 result = await member.upstream.complete(
-                    {**body, "model": member.upstream.model}, request_id=request_id
+                    {**body, "model": member.upstream.model}, request_id=request_id, tenant=tenant
                 )
             except UpstreamError as exc:
                 if exc.client_error:
@@ -182,7 +202,7 @@ class Router:
 
     @asynccontextmanager
     async def stream(
-        self, model: str, body: dict[str, Any], *, request_id: str
+        self, model: str, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
     ) -> AsyncIterator[tuple[AsyncIterator[dict[str, Any]], Routed]]:
         """Open a stream on the first member that produces a first chunk.
 
@@ -197,7 +217,9 @@ class Router:
             try:
                 events = await stack.enter_async_context(
                     member.upstream.stream(
-                        {**body, "model": member.upstream.model}, request_id=request_id
+                        {**body, "model": member.upstream.model},
+                        request_id=request_id,
+                        tenant=tenant,
                     )
                 )
                 first = await anext(events)
@@ -240,6 +262,8 @@ class Router:
                             member.out_until = now + self._config.cooldown_s
 
     async def close(self) -> None:
+        for task in list(self._confirming):
+            task.cancel()
         if self._prober is not None:
             self._prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -29,6 +29,7 @@ from gateway.attested_remote import AttestedRemoteUpstream
 from gateway.auth import APIKeyStore, AuthFailureGuard
 from gateway.config import GatewayConfig, LiteLLMDeployment, LocalDeployment, RemoteDeployment
 from gateway.engines import EngineProcess, EngineStartError, engine_command
+from gateway.listener import ConnectionLimits, GatewayServer
 from gateway.pii.detector import DetectionError, PIIDetector, ner_available
 from gateway.pii.policy import effective_policies
 from gateway.pii.stage import PIIStage
@@ -65,7 +66,7 @@ def _secret_from_env(name: str | None, where: str) -> str | None:
 
 
 def _readiness(engine: EngineProcess) -> Callable[[], bool]:
-    return lambda: engine.ready
+    return lambda: engine.serving
 
 
 def _verified(remote: AttestedRemoteUpstream) -> Callable[[], bool]:
@@ -120,6 +121,7 @@ def build_topology(config: GatewayConfig) -> Topology:
                         model=model.name,
                         transport=httpx.AsyncHTTPTransport(uds=str(socket)),
                         connect_timeout_s=config.routing.connect_timeout_s,
+                        forward_tenant=True,
                     )
                     members.append(
                         Member(
@@ -279,8 +281,8 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
     await _start_engines(topology.engines)
     # Remote engines are verified before the first request; one that fails stays out.
     await asyncio.gather(*(remote.attest() for remote in topology.attested))
-    limiter = RateLimiter()
-    metrics = GatewayMetrics()
+    limiter = RateLimiter(default_max_in_flight=config.limits.max_in_flight_per_key)
+    metrics = GatewayMetrics(models=[m.name for m in config.models])
     tracing = configure_tracing(
         exporter=config.telemetry.traces,
         service_name=config.telemetry.service_name,
@@ -299,7 +301,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         config.routing,
         on_failure=lambda name: metrics.upstream_errors.labels(name).inc(),
     )
-    pipeline = ChatPipeline(router, [pii, UsageAccounting(limiter)])
+    pipeline = ChatPipeline(router, [pii, UsageAccounting()])
 
     @asynccontextmanager
     async def lifespan(_: object) -> AsyncIterator[None]:
@@ -344,9 +346,15 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         lifespan="on",
         timeout_graceful_shutdown=int(config.listener.graceful_shutdown_s),
         timeout_keep_alive=30,
-        limit_concurrency=config.listener.max_connections,
+        # GatewayServer's protocol (httptools-based) caps connections and requests in flight,
+        # answering in OpenAI's error shape; uvicorn's own plain-text 503 stays off.
+        http="httptools",
+        limit_concurrency=None,
+        # Forwarded headers count only from configured proxies (uvicorn trusts loopback).
+        proxy_headers=bool(config.listener.trusted_proxies),
+        forwarded_allow_ips=list(config.listener.trusted_proxies) or [],
     )
-    server = uvicorn.Server(listener)
+    server = GatewayServer(listener, ConnectionLimits.of(config.listener))
     print(
         startup_summary(config, config_path, identity, topology.engines, pii, attestation),
         flush=True,

@@ -36,6 +36,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.pii.entities import BUILTIN
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
@@ -66,12 +68,33 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class TextLogFormatter(logging.Formatter):
+    """Plain lines; an exception as its type and frames only (its text may quote a request)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self._line(record)
+        if record.exc_info and record.exc_info[0] is not None:
+            frames = traceback.extract_tb(record.exc_info[2])[-8:]
+            line += f"\n  exception {record.exc_info[0].__name__}" + "".join(
+                f"\n    at {frame.filename}:{frame.lineno}:{frame.name}" for frame in frames
+            )
+        return line
+
+    def _line(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        return self.formatMessage(record)
+
+
 def configure_logging(level: str, fmt: str, stream: IO[str] = sys.stderr) -> None:
     handler = logging.StreamHandler(stream)
     if fmt == "json":
         handler.setFormatter(JsonLogFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextLogFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -149,8 +172,21 @@ class EngineStatsCollector(Collector):
         yield from (busy, total, queue, restarts)
 
 
+OTHER_LABEL = "other"
+
+
 class GatewayMetrics:
-    def __init__(self) -> None:
+    """Prometheus series whose labels only ever take configured values.
+
+    A label value a client could choose (a model name it made up, an entity type) would be a
+    new series per request: anything outside ``models`` / ``entity_types`` counts as "other".
+    """
+
+    def __init__(
+        self, *, models: Iterable[str] = (), entity_types: Iterable[str] = BUILTIN
+    ) -> None:
+        self._models = frozenset(models)
+        self._entity_types = frozenset(entity_types)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -196,7 +232,8 @@ class GatewayMetrics:
         pii_counts: dict[str, int] | None,
     ) -> None:
         elapsed = time.monotonic() - started
-        self.requests.labels(model, str(status)).inc()
+        model = model if model in self._models else OTHER_LABEL
+        self.requests.labels(model, str(status) if 100 <= status <= 599 else OTHER_LABEL).inc()
         self.duration.labels(model).observe(elapsed)
         if first_token_at is not None:
             self.ttft.labels(model).observe(first_token_at - started)
@@ -208,4 +245,4 @@ class GatewayMetrics:
             if completion and elapsed > 0:
                 self.decode_rate.labels(model).observe(completion / elapsed)
         for entity, count in (pii_counts or {}).items():
-            self.pii.labels(entity).inc(count)
+            self.pii.labels(entity if entity in self._entity_types else OTHER_LABEL).inc(count)

@@ -17,21 +17,46 @@ import json
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
 
+@dataclass(frozen=True)
+class Tenant:
+    """Who a request is for, as a local engine schedules and caches it.
+
+    ``id`` is an opaque per-key id (never the key or its name); engines schedule fairly
+    across ids by ``weight`` and reuse cached prompt prefixes only within one id.
+    """
+
+    id: str
+    weight: int = 1
+
+    def headers(self) -> dict[str, str]:
+        return {TENANT_HEADER: self.id, TENANT_WEIGHT_HEADER: str(self.weight)}
+
+
+TENANT_HEADER = "x-gateway-tenant"
+TENANT_WEIGHT_HEADER = "x-gateway-tenant-weight"
+
+
 class Upstream(Protocol):
-    """What the router holds. ``model`` is the id this upstream expects in requests."""
+    """What the router holds. ``model`` is the id this upstream expects in requests.
+
+    ``tenant`` is for upstreams that schedule per key (local engines); others ignore it.
+    """
 
     name: str
     model: str
 
-    async def complete(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]: ...
+    async def complete(
+        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+    ) -> dict[str, Any]: ...
 
     def stream(
-        self, body: dict[str, Any], *, request_id: str
+        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]: ...
 
     async def probe(self) -> bool: ...
@@ -56,6 +81,21 @@ class UpstreamError(Exception):
         self.retryable = retryable
         self.status = status
         self.body = body
+
+    @property
+    def health_signal(self) -> bool:
+        """The failure says something about the upstream, not about this request.
+
+        Unreachable, reset or cut: yes. An answer, even a 5xx, means the upstream
+        is alive: overload (429/503) moves work elsewhere and an error one request provoked
+        (500) is that request's; neither may take the upstream out for everyone else. 502
+        and 504 are its own upstream failing, so they count.
+        """
+        if self.status is None:
+            # A request that ran past its timeout may just be long: hung engines are the
+            # watchdog's and the prober's to find, or one key could eject an upstream.
+            return not self.timed_out
+        return self.status in {502, 504}
 
     @property
     def client_error(self) -> bool:
@@ -91,9 +131,12 @@ class OpenAIUpstream:
         connect_timeout_s: float = 5.0,
         probe_path: str = "/models",
         max_connections: int = 256,
+        forward_tenant: bool = False,
     ) -> None:
         self.name = name
         self.model = model
+        # Only our own engines hear who a request is for; a provider never does.
+        self._forward_tenant = forward_tenant
         self._probe_path = probe_path
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
@@ -105,10 +148,18 @@ class OpenAIUpstream:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=64),
         )
 
-    async def complete(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
+    def _headers(self, request_id: str, tenant: Tenant | None) -> dict[str, str]:
+        headers = {"x-request-id": request_id}
+        if self._forward_tenant and tenant is not None:
+            headers |= tenant.headers()
+        return headers
+
+    async def complete(
+        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+    ) -> dict[str, Any]:
         try:
             response = await self._client.post(
-                "/chat/completions", json=body, headers={"x-request-id": request_id}
+                "/chat/completions", json=body, headers=self._headers(request_id, tenant)
             )
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
@@ -122,14 +173,25 @@ class OpenAIUpstream:
             ) from exc
         if not isinstance(result, dict):
             raise UpstreamError(f"{self.name}: answered with a non-object", retryable=False)
-        return result
+        return self._scoped(result)
+
+    def _scoped(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """An upstream that does not scope its prompt cache per tenant keeps one cache for
+        every key of this gateway: its cached-token count would tell one key what another
+        sent, so it never reaches a client."""
+        if not self._forward_tenant:
+            usage = answer.get("usage")
+            details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+            if isinstance(details, dict):
+                details.pop("cached_tokens", None)
+        return answer
 
     @asynccontextmanager
     async def stream(
-        self, body: dict[str, Any], *, request_id: str
+        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         request = self._client.build_request(
-            "POST", "/chat/completions", json=body, headers={"x-request-id": request_id}
+            "POST", "/chat/completions", json=body, headers=self._headers(request_id, tenant)
         )
         try:
             response = await self._client.send(request, stream=True)
@@ -164,7 +226,7 @@ class OpenAIUpstream:
                     )
                 if not isinstance(event, dict):
                     raise UpstreamError(f"{self.name}: sent a non-object event", retryable=False)
-                yield event
+                yield self._scoped(event)
         except httpx.TimeoutException as exc:
             raise UpstreamError(
                 f"{self.name}: timed out mid-stream", retryable=False, timed_out=True

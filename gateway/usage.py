@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.pipeline import ChatExchange, Chunk
-from gateway.ratelimit import RateLimiter
 
 
 def total_tokens(usage: Any) -> int:
@@ -23,10 +22,10 @@ def total_tokens(usage: Any) -> int:
 
 
 class UsageAccounting:
-    name = "usage"
+    """Records each response's usage on the exchange; the app settles the key's token
+    reservation with it when the request finishes."""
 
-    def __init__(self, limiter: RateLimiter) -> None:
-        self._limiter = limiter
+    name = "usage"
 
     async def on_request(self, exchange: ChatExchange) -> None:
         if exchange.request.streaming:
@@ -41,7 +40,6 @@ class UsageAccounting:
         ]
         usage = completion.get("usage")
         exchange.notes["usage"] = usage
-        self._limiter.charge(exchange.key, total_tokens(usage))
         return completion
 
     async def on_stream(
@@ -59,8 +57,7 @@ class UsageAccounting:
                     reasons.append(choice["finish_reason"])
             usage = chunk.get("usage")
             if usage:
-                exchange.notes["usage"] = usage
-                self._limiter.charge(exchange.key, total_tokens(usage))
+                exchange.notes["usage"] = usage  # the last one counts (running totals)
             if client_wants_usage:
                 yield chunk
                 continue

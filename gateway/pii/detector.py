@@ -19,8 +19,9 @@ between chunks: a request that gave up (timeout, disconnect) stops its detection
 instead of holding detection capacity others need. Nothing holds a process-wide lock across
 a whole text.
 
-Results are cached per (text, field) (keyed by SHA-256, in memory, bounded): a chat re-sends
-its whole history every turn, and only the new message needs work.
+Results are cached per (scope, text, field) (keyed by SHA-256, in memory, bounded): a chat
+re-sends its whole history every turn, and only the new message needs work. The scope is the
+API key, so no tenant can time another's texts through the cache.
 """
 
 from __future__ import annotations
@@ -179,9 +180,17 @@ class PIIDetector:
         return module.load(exclude=["lemmatizer", "attribute_ruler", "tagger", "parser"])
 
     def detect(
-        self, text: str, *, field: str | None = None, cancel: CancelToken | None = None
+        self,
+        text: str,
+        *,
+        field: str | None = None,
+        cancel: CancelToken | None = None,
+        scope: str = "",
     ) -> list[Finding]:
         """Merged findings for ``text`` (under JSON key ``field``, if any).
+
+        ``scope`` partitions the result cache (one per API key): a cached answer is faster,
+        so a shared cache would tell one tenant which texts another sent recently.
 
         Raises DetectionCancelled once ``cancel`` is set, DetectionError if any recognizer
         fails: a recognizer bug must never let text through unscanned.
@@ -189,7 +198,9 @@ class PIIDetector:
         if not text:
             return []
         key = hashlib.sha256(
-            (field or "").encode("utf-8", "surrogatepass")
+            scope.encode("utf-8", "surrogatepass")
+            + b"\x00"
+            + (field or "").encode("utf-8", "surrogatepass")
             + b"\x00"
             + text.encode("utf-8", "surrogatepass")
         ).digest()

@@ -46,9 +46,15 @@ class IntroducedRedactor:
     """Replaces introduced values of ``entities`` with their type label, ``<EMAIL_ADDRESS>``."""
 
     def __init__(
-        self, detector: PIIDetector, entities: frozenset[str], client_strings: Iterable[str]
+        self,
+        detector: PIIDetector,
+        entities: frozenset[str],
+        client_strings: Iterable[str],
+        *,
+        scope: str = "",
     ) -> None:
         self._detector = detector
+        self._scope = scope  # the detection cache's partition: the request's API key
         self._entities = entities
         # The client's own text, for this request only; NUL never occurs inside a finding.
         self._client = "\x00".join(s.casefold() for s in client_strings)
@@ -78,7 +84,11 @@ class IntroducedRedactor:
     def _redact_segment(self, segment: str, entities: frozenset[str]) -> str:
         if not segment.strip():
             return segment
-        found = [f for f in self._detector.detect(segment) if f.entity_type in entities]
+        found = [
+            f
+            for f in self._detector.detect(segment, scope=self._scope)
+            if f.entity_type in entities
+        ]
         out: list[str] = []
         cursor = 0
         for finding in sorted(found, key=lambda f: (f.start, -f.end)):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -87,6 +88,10 @@ class PIIStage:
         self._detector = detector
         self._policies = dict(policies)
         self._config = config
+        # Worker-thread detection a key may run at once: half the default executor's threads,
+        # so one key sending huge texts leaves the other half to everyone else.
+        self._per_key_workers = max(1, min(32, (os.cpu_count() or 1) + 4) // 2)
+        self._key_workers: dict[str, asyncio.Semaphore] = {}
 
     @property
     def uses_ner(self) -> bool:
@@ -108,7 +113,8 @@ class PIIStage:
         started = time.perf_counter()
         try:
             findings = await asyncio.wait_for(
-                self._detect(walk.leaves, cancel), timeout=self._config.timeout_s
+                self._detect(walk.leaves, cancel, exchange.key.sha256),
+                timeout=self._config.timeout_s,
             )
         except (DetectionError, TimeoutError) as exc:
             cancel.cancel()
@@ -147,7 +153,9 @@ class PIIStage:
         if policy.mode == "tokenize":
             exchange.notes["pii_vault"] = vault
 
-    async def _detect(self, leaves: list[Leaf], cancel: CancelToken) -> list[list[Finding]]:
+    async def _detect(
+        self, leaves: list[Leaf], cancel: CancelToken, scope: str
+    ) -> list[list[Finding]]:
         """Findings per leaf, in the leaf's own coordinates."""
         jobs: list[_Job] = []
         shadows = [decode_escapes(leaf.text) for leaf in leaves]
@@ -161,7 +169,7 @@ class PIIStage:
         for batch in self._batches(jobs):
             if cancel.cancelled:
                 raise DetectionCancelled("the request was given up")
-            results = await self._run(batch, cancel)
+            results = await self._run(batch, cancel, scope)
             for job, found in zip(batch, results, strict=True):
                 target = decoded if job.shadow else direct
                 target[job.leaf] += found
@@ -189,15 +197,20 @@ class PIIStage:
         if batch:
             yield batch
 
-    async def _run(self, batch: list[_Job], cancel: CancelToken) -> list[list[Finding]]:
+    async def _run(self, batch: list[_Job], cancel: CancelToken, scope: str) -> list[list[Finding]]:
         def work() -> list[list[Finding]]:
-            return [self._detector.detect(j.text, field=j.field, cancel=cancel) for j in batch]
+            return [
+                self._detector.detect(j.text, field=j.field, cancel=cancel, scope=scope)
+                for j in batch
+            ]
 
         heavy = self._detector.uses_ner or sum(len(j.text) for j in batch) > (
             self._config.offload_chars
         )
         if heavy:
-            return await asyncio.to_thread(work)
+            workers = self._key_workers.setdefault(scope, asyncio.Semaphore(self._per_key_workers))
+            async with workers:
+                return await asyncio.to_thread(work)
         await asyncio.sleep(0)  # let other requests run between batches
         return work()
 
@@ -232,7 +245,9 @@ class PIIStage:
         if not policy.redact_introduced or policy.mode == "off":
             return None
         strings = exchange.notes.get("pii_client_strings") or ()
-        return IntroducedRedactor(self._detector, policy.entities, strings)
+        return IntroducedRedactor(
+            self._detector, policy.entities, strings, scope=exchange.key.sha256
+        )
 
     async def on_completion(self, exchange: ChatExchange, completion: Chunk) -> Chunk:
         vault: PlaceholderVault | None = exchange.notes.get("pii_vault")

@@ -120,8 +120,11 @@ def gateway_config(tmp: Path, port: int, dead_port: int) -> dict:
     }
 
 
-def start_gateway(tmp: Path, config: dict, ready_models: list[str] | None = None) -> RunningGateway:
-    """Start a gateway process and wait until it is ready: every model, or ``ready_models``."""
+def start_gateway(
+    tmp: Path, config: dict, ready_models: list[str] | None = None, key: str = KEY
+) -> RunningGateway:
+    """Start a gateway process and wait until it is ready: every model, or ``ready_models``
+    (seen through ``key``, which must be allowed to use them)."""
     config_path = tmp / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp / "gateway.log"
@@ -140,8 +143,13 @@ def start_gateway(tmp: Path, config: dict, ready_models: list[str] | None = None
         if cert.exists():
             try:
                 context = ssl.create_default_context(cafile=str(cert))
-                models = httpx.get(url + "/ready", verify=context, timeout=2).json()["models"]
-                if all(models[m] for m in (ready_models or models)):
+                # The per-model view needs a key; whether all is ready does not.
+                headers = {"Authorization": f"Bearer {key}"} if ready_models else {}
+                ready = httpx.get(url + "/ready", verify=context, timeout=2, headers=headers).json()
+                models = ready.get("models") or {}
+                if ready_models and all(models.get(m) for m in ready_models):
+                    break
+                if not ready_models and ready["ready"]:
                     break
             except (httpx.TransportError, OSError, ValueError, KeyError):
                 pass

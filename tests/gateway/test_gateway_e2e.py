@@ -217,9 +217,13 @@ def test_request_id_is_always_the_gateways_and_a_client_id_is_only_echoed_back(
 def test_health_ready_and_openapi(gateway: RunningGateway) -> None:
     with gateway.client(None) as client:
         assert client.get("/health").json() == {"status": "ok"}
-        ready = client.get("/ready").json()
-        assert ready["models"][MODEL] is True
+        # Anyone learns whether the gateway is ready; model names only a key's holder.
+        assert set(client.get("/ready").json()) == {"ready"}
         spec = client.get("/openapi.json").json()
+    with gateway.client(NARROW_KEY) as client:
+        assert set(client.get("/ready").json()["models"]) == {"dead"}
+    with gateway.client() as client:
+        assert client.get("/ready").json()["models"][MODEL] is True
     assert spec["openapi"].startswith("3.")
     assert "/v1/chat/completions" in spec["paths"]
     assert "ChatCompletionRequest" in spec["components"]["schemas"]

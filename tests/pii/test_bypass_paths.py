@@ -485,7 +485,7 @@ def test_a_value_inside_a_longer_client_value_is_not_the_clients_own(
 
 
 class _EmailDetector:
-    def detect(self, text: str) -> list[Any]:
+    def detect(self, text: str, scope: str = "") -> list[Any]:
         return [
             Finding(m.start(), m.end(), "EMAIL_ADDRESS", 0.9)
             for m in re.finditer(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", text)
@@ -531,7 +531,7 @@ def test_several_streamed_choices_are_restored_and_redacted_each_on_its_own(
 
 
 class _NamesEverywhere(_EmailDetector):
-    def detect(self, text: str) -> list[Any]:
+    def detect(self, text: str, scope: str = "") -> list[Any]:
         return [*super().detect(text), Finding(0, len(text), "PERSON", 0.8)]
 
 

@@ -168,7 +168,7 @@ def test_a_remote_with_an_unexpected_measurement_gets_no_prompt(
     log = gateway.log_path.read_text()
     assert "remote engine rogue/attested-0 refused" in log
     assert "measurement code_sha256 is not the expected value" in log
-    with gateway.client(None) as client:
+    with gateway.client() as client:
         assert client.get("/ready").json()["models"]["rogue"] is False
 
 

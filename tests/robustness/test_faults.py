@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -163,6 +164,11 @@ def test_engine_killed_mid_stream_gives_an_error_event_then_recovers(
     events = [json.loads(line[6:]) for line in data]
     errors = [e for e in events if "error" in e]
     assert len(errors) == 1 and errors[0]["error"]["code"] == "upstream_failed"
+    # Its token carries the failure, not a 200.
+    [token] = [line.split(" ", 2)[2] for line in received if line.startswith(": attestation_token")]
+    part = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    assert claims["status"] == 502 and claims["error"]["code"] == "upstream_failed"
     deadline = time.monotonic() + 60
     while True:
         with faulty.client() as client:

@@ -70,3 +70,21 @@ def test_a_failing_recognizer_fails_detection_closed() -> None:
     with pytest.raises(DetectionError) as info:
         detector.detect("anything")
     assert "alice" not in str(info.value)
+
+
+def test_the_result_cache_is_partitioned_by_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cached answer is faster: a shared cache would tell one key what another sent.
+    detector = PIIDetector(use_ner=False)
+    scans: list[str] = []
+    real = detector._scan_chunked
+
+    def counting(text: str, cancel: object) -> list:  # type: ignore[type-arg]
+        scans.append(text)
+        return real(text, cancel)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(detector, "_scan_chunked", counting)
+    text = "Please email jane.doe@example.com about the contract."
+    first = detector.detect(text, scope="key-a")
+    assert len(scans) == 1
+    assert detector.detect(text, scope="key-a") == first and len(scans) == 1  # key A: cached
+    assert detector.detect(text, scope="key-b") == first and len(scans) == 2  # key B: scanned

@@ -42,7 +42,12 @@ class FakeDetector:
         self.calls: list[tuple[str, str | None]] = []
 
     def detect(
-        self, text: str, *, field: str | None = None, cancel: CancelToken | None = None
+        self,
+        text: str,
+        *,
+        field: str | None = None,
+        cancel: CancelToken | None = None,
+        scope: str = "",
     ) -> list[Finding]:
         self.calls.append((text, field))
         found = [
@@ -239,7 +244,12 @@ class SlowDetector(FakeDetector):
         self.saw_cancel = threading.Event()
 
     def detect(
-        self, text: str, *, field: str | None = None, cancel: CancelToken | None = None
+        self,
+        text: str,
+        *,
+        field: str | None = None,
+        cancel: CancelToken | None = None,
+        scope: str = "",
     ) -> list[Finding]:
         self.started.set()
         self.release.wait(5)
@@ -275,7 +285,12 @@ def test_restored_vault_knows_only_what_was_vaulted() -> None:
 def test_a_copy_of_a_found_value_that_the_detector_missed_is_masked_too() -> None:
     class MissesWrapped(FakeDetector):
         def detect(
-            self, text: str, *, field: str | None = None, cancel: CancelToken | None = None
+            self,
+            text: str,
+            *,
+            field: str | None = None,
+            cancel: CancelToken | None = None,
+            scope: str = "",
         ) -> list[Finding]:
             return [
                 f for f in super().detect(text, field=field) if text[f.start - 1 : f.start] != "_"
@@ -287,3 +302,48 @@ def test_a_copy_of_a_found_value_that_the_detector_missed_is_masked_too() -> Non
     sent = body["messages"][0]["content"]
     assert sent == f"<US_SSN_1> and __<US_SSN_1>__ but not 9{SSN}"
     assert restore(sent, vault) == f"{SSN} and __{SSN}__ but not 9{SSN}"
+
+
+def test_one_key_sending_huge_texts_leaves_detection_workers_to_other_keys() -> None:
+    class Blocking(FakeDetector):
+        """Holds every text of key "a" until released; others pass at once."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+            self.waiting = threading.Semaphore(0)
+
+        def detect(
+            self,
+            text: str,
+            *,
+            field: str | None = None,
+            cancel: CancelToken | None = None,
+            scope: str = "",
+        ) -> list[Finding]:
+            if scope == "a" * 64:
+                self.waiting.release()
+                self.release.wait(10)
+            return super().detect(text, field=field, cancel=cancel)
+
+    detector = Blocking()
+    pii = stage(detector, offload_chars=10)  # every text goes to a worker thread
+    huge = {"messages": [user("x" * 200)]}
+
+    def keyed(body: dict[str, Any], digest: str) -> ChatExchange:
+        ex = exchange(body)
+        ex.key = APIKeyConfig(name=digest[:1], sha256=digest)
+        return ex
+
+    async def scenario() -> dict[str, Any]:
+        flood = [asyncio.create_task(pii.on_request(keyed(huge, "a" * 64))) for _ in range(40)]
+        other = keyed({"messages": [user(f"mail {EMAIL}")]}, "b" * 64)
+        try:
+            await asyncio.wait_for(pii.on_request(other), timeout=5)
+        finally:
+            detector.release.set()
+            await asyncio.gather(*flood)
+        return other.upstream_body
+
+    body = asyncio.run(scenario())
+    assert EMAIL not in json.dumps(body)

@@ -132,7 +132,12 @@ class EmailAndNameDetector(FakeDetector):
     """Also flags the capitalised word after "Dear", as a contextual detector would."""
 
     def detect(
-        self, text: str, *, field: str | None = None, cancel: CancelToken | None = None
+        self,
+        text: str,
+        *,
+        field: str | None = None,
+        cancel: CancelToken | None = None,
+        scope: str = "",
     ) -> list[Finding]:
         found = super().detect(text, field=field, cancel=cancel)
         match = re.search(r"Dear ([A-Z][a-z]+)", text)

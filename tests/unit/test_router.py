@@ -9,7 +9,7 @@ import pytest
 
 from gateway.config import RoutingConfig
 from gateway.router import Group, Member, NoUpstream, Router
-from gateway.upstream import UpstreamError
+from gateway.upstream import Tenant, UpstreamError
 
 
 class ScriptedUpstream:
@@ -24,14 +24,18 @@ class ScriptedUpstream:
         self.calls += 1
         return self.failures.pop(0) if self.failures else None
 
-    async def complete(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
+    async def complete(
+        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+    ) -> dict[str, Any]:
         failure = self._next_failure()
         if failure:
             raise failure
         return {"served_by": self.name, "model": body["model"]}
 
     @asynccontextmanager
-    async def stream(self, body: dict[str, Any], *, request_id: str) -> AsyncIterator[Any]:
+    async def stream(
+        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+    ) -> AsyncIterator[Any]:
         failure = self._next_failure()
         if failure:
             raise failure
@@ -129,3 +133,43 @@ def test_stream_failing_before_first_chunk_moves_on() -> None:
     served = [e["served_by"] for e in asyncio.run(first_two())]
     assert "b" in served
     assert all(m.outstanding == 0 for m in r.groups["m"].members)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        UpstreamError("queue full", retryable=True, status=503, body={"error": {}}),
+        UpstreamError("overloaded", retryable=True, status=429, body={"error": {}}),
+        UpstreamError("this request broke it", retryable=True, status=500, body={"error": {}}),
+    ],
+)
+def test_overload_and_request_caused_errors_never_take_a_member_out(answer: UpstreamError) -> None:
+    a = ScriptedUpstream("a", [answer] * 10)
+    r = router({"m": [a]}, failure_threshold=2, retries=0)
+    for _ in range(10):
+        with pytest.raises(NoUpstream):
+            asyncio.run(r.complete("m", {}, request_id="x"))
+    assert r.ready() == {"m": True}
+    assert asyncio.run(r.complete("m", {}, request_id="x"))[0]["served_by"] == "a"
+
+
+def test_a_timeout_counts_only_when_the_upstream_then_fails_its_probe() -> None:
+    def timed_out() -> UpstreamError:
+        return UpstreamError("timed out", retryable=False, timed_out=True)
+
+    async def three_timeouts(r: Router) -> None:
+        for _ in range(3):
+            with pytest.raises(NoUpstream):
+                await r.complete("m", {}, request_id="x")
+        await asyncio.sleep(0.05)  # the confirming probes
+
+    alive = ScriptedUpstream("a", [timed_out() for _ in range(3)])
+    r = router({"m": [alive]}, failure_threshold=2, retries=0)
+    asyncio.run(three_timeouts(r))
+    assert r.ready() == {"m": True}  # long requests, healthy upstream: stays in
+
+    hung = ScriptedUpstream("b", [timed_out() for _ in range(3)])
+    hung.healthy_probe = False
+    r = router({"m": [hung]}, failure_threshold=2, retries=0)
+    asyncio.run(three_timeouts(r))
+    assert r.ready() == {"m": False}
