@@ -116,6 +116,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/v1/attestations/{completion_id}": {
                 "get": {
                     "operationId": "getResponseToken",
+                    "security": [{"bearer": []}],
                     "parameters": [
                         {
                             "name": "completion_id",
@@ -126,9 +127,10 @@ def openapi_document(version: str) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": {
-                            "description": "The token of a recent response.",
+                            "description": "The token of a recent response of this key.",
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
+                        "401": errors["401"],
                         "404": errors["404"],
                     },
                 }
@@ -149,7 +151,11 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "get": {
                     "operationId": "ready",
                     "responses": {
-                        "200": {"description": "Every model has a healthy upstream."},
+                        "200": {
+                            "description": "Every model has a healthy upstream (per model "
+                            "only with a key, for the models it may use)."
+                        },
+                        "401": errors["401"],
                         "503": {"description": "Some model has no healthy upstream."},
                     },
                 }
