@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/attestation_bench.py [--runs 5000]
 
-Signing: the gateway's ES256 token with ``cryptography`` directly (what ships), beside the
-same claims signed with jwcrypto (when installed) in the same run. The whole stage: hashing
+Signing: the gateway's ES256 token as it ships (jwcrypto's JWSCore over the gateway's own
+compact claims), beside the same claims through jwcrypto's high-level ``JWS`` object in the
+same run. The whole stage: hashing
 a typical 2 KB response, building the claims, signing and storing the token, which is what
 the signing stage adds to every response. Verification: what a client pays per response.
 Prints JSON and a table (microseconds).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import statistics
 import sys
@@ -93,13 +95,16 @@ def main() -> int:
 
     issuer = service._issuer  # the bare signer, without the token store
     report: dict[str, Any] = {"runs": args.runs}
-    report["sign_cryptography"] = measure(lambda: issuer.issue(facts()), args.runs)
+    report["sign_shipped"] = measure(lambda: issuer.issue(facts()), args.runs)
+
+    ids = itertools.count()
 
     def whole_stage() -> None:
         digest = hashlib.sha256(RESPONSE).hexdigest()
         f = facts()
         f.response_sha256 = digest
-        service.sign(f)
+        f.jti = f"chatcmpl-{next(ids)}"  # each id is stored once
+        service.sign(f, owner="0" * 64)  # stored, as an authenticated request's is
 
     report["stage_total"] = measure(whole_stage, args.runs)
     token = issuer.issue(facts())
@@ -118,15 +123,15 @@ def main() -> int:
             signer.add_signature(key, alg="ES256", protected=json_encode({"alg": "ES256"}))
             return str(signer.serialize(compact=True))
 
-        report["sign_jwcrypto"] = measure(jwcrypto_sign, args.runs)
+        report["sign_jwcrypto_jws"] = measure(jwcrypto_sign, args.runs)
     except ImportError:
-        report["sign_jwcrypto"] = None
+        report["sign_jwcrypto_jws"] = None
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     print(f"\n{'operation':34s} {'p50 us':>8s} {'p99 us':>8s}")
-    for name in ("sign_cryptography", "sign_jwcrypto", "stage_total", "verify_token"):
+    for name in ("sign_shipped", "sign_jwcrypto_jws", "stage_total", "verify_token"):
         value = report[name]
         if value:
             print(f"{name:34s} {value['p50_us']:8.1f} {value['p99_us']:8.1f}")
