@@ -23,14 +23,16 @@ WINDOW_S = 60.0
 # Answer tokens reserved (and allowed) for a request of a token-limited key that sets no
 # max_tokens; settled to the real usage afterwards.
 DEFAULT_COMPLETION_RESERVATION = 1024
-# A prompt's tokens, estimated from its body before any tokenizer has seen it: no tokenizer
-# in use here makes fewer than one token per 3 bytes of JSON, so this over-reserves and
-# settling gives the difference back.
-BODY_BYTES_PER_TOKEN = 3
+# A prompt's tokens, bounded from its body before any tokenizer has seen it. A byte-level
+# tokenizer (BPE, or SentencePiece with byte fallback) makes at most one token per UTF-8 byte,
+# so the body's length bounds its text, whatever the script or however adversarial (digits,
+# rare characters). The template adds what the body does not hold (a default system prompt,
+# role markers). It over-reserves ordinary text about 3-4x; settling gives the rest back.
+TEMPLATE_OVERHEAD_TOKENS = 64
 
 
 def estimate_prompt_tokens(body: bytes) -> int:
-    return math.ceil(len(body) / BODY_BYTES_PER_TOKEN)
+    return len(body) + TEMPLATE_OVERHEAD_TOKENS
 
 
 @dataclass(eq=False)

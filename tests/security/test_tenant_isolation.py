@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from gateway.auth import hash_key
+from gateway.ratelimit import estimate_prompt_tokens
 from tests.gateway.conftest import (
     KEY,
     MODEL,
@@ -34,7 +35,7 @@ TOKENS_KEY = "sk-test-tokens-0123456789"
 RPM_KEY = "sk-test-rpm-0123456789"
 SERIAL_KEY = "sk-test-serial-0123456789"
 METRICS_KEY = "sk-test-metrics-0123456789"
-TOKENS_PER_MINUTE = 200
+TOKENS_PER_MINUTE = 800
 
 
 def _config(tmp: Path) -> dict[str, Any]:
@@ -116,12 +117,18 @@ def test_engine_overload_never_takes_the_engine_out_for_other_keys(
 
 def test_token_limit_holds_under_a_burst(shared: RunningGateway) -> None:
     # Reserved up front (prompt + max_tokens), settled afterwards: concurrent requests
-    # cannot all slip under a limit that is only charged when they finish.
+    # cannot all slip under a limit that is only charged when they finish. The text is the
+    # attacker's best case: a character the tokenizer splits into more than one token (2.3
+    # tokens per character, more than a bytes/3 estimate allows for).
+    content = "\u00ff" * 100
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: _chat(shared, TOKENS_KEY, max_tokens=48), range(8)))
+        answers = list(
+            pool.map(lambda _: _chat(shared, TOKENS_KEY, content, max_tokens=24), range(8))
+        )
     served = [a for a in answers if a.status_code == 200]
     refused = [a for a in answers if a.status_code == 429]
-    assert served and refused and len(served) + len(refused) == len(answers)
+    busy = [a for a in answers if a.status_code == 503]  # one slot, one queue place
+    assert served and refused and len(served) + len(refused) + len(busy) == len(answers)
     used = sum(a.json()["usage"]["total_tokens"] for a in served)
     assert used <= TOKENS_PER_MINUTE, used
     assert refused[0].json()["error"]["type"] == "tokens"
@@ -334,3 +341,22 @@ def test_a_key_does_not_learn_another_keys_prompts_from_cached_tokens(
     cached(KEY, secret)
     hit = cached(OTHER_KEY, secret)
     assert hit == miss
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["\u00ff" * 100, "\u0fff" * 60, "7" * 300, "!?" * 150, "Say hi.", "\U0001f600" * 50],
+)
+def test_the_reservation_bounds_the_real_prompt_whatever_the_text(
+    shared: RunningGateway, content: str
+) -> None:
+    body = json.dumps(
+        {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 1},
+        ensure_ascii=False,
+    ).encode("utf-8")
+    with shared.client(KEY) as client:
+        answer = client.post(
+            "/v1/chat/completions", content=body, headers={"Content-Type": "application/json"}
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["prompt_tokens"] <= estimate_prompt_tokens(body)
