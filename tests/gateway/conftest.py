@@ -120,6 +120,27 @@ def gateway_config(tmp: Path, port: int, dead_port: int) -> dict:
     }
 
 
+def echo_gateway_config(tmp: Path, upstream_url: str, **listener: object) -> dict:
+    """A gateway in front of one remote upstream (the capture double at ``upstream_url``)
+    as model "echo": for tests of the gateway itself, with no engine to start."""
+    return {
+        "listener": {"host": "127.0.0.1", "port": free_port(), **listener},
+        "tls": {"names": ["localhost", "127.0.0.1"], "cert_out": str(tmp / "run" / "cert.pem")},
+        "api_keys": [{"name": "k", "sha256": hash_key(KEY)}],
+        "models": [
+            {
+                "name": "echo",
+                "deployments": [
+                    {"kind": "remote", "base_url": upstream_url + "/v1", "model": "echo"}
+                ],
+            }
+        ],
+        "attestation": {"provider": "simulated"},
+        "pii": {"ner": "off"},
+        "run_dir": str(tmp / "run"),
+    }
+
+
 def start_gateway(
     tmp: Path, config: dict, ready_models: list[str] | None = None, key: str = KEY
 ) -> RunningGateway:

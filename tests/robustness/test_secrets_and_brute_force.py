@@ -11,7 +11,13 @@ from gateway.auth import APIKeyStore, hash_key
 from gateway.config import APIKeyConfig
 from gateway.errors import GatewayError
 from tests.conftest import CaptureUpstream
-from tests.gateway.conftest import KEY, RunningGateway, free_port, start_gateway, stop_gateway
+from tests.gateway.conftest import (
+    KEY,
+    RunningGateway,
+    echo_gateway_config,
+    start_gateway,
+    stop_gateway,
+)
 
 MAX_FAILURES = 5
 
@@ -22,27 +28,7 @@ def guarded(
 ) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("guarded")
     gateway = start_gateway(
-        tmp,
-        {
-            "listener": {
-                "host": "127.0.0.1",
-                "port": free_port(),
-                "max_auth_failures_per_minute": MAX_FAILURES,
-            },
-            "tls": {"cert_out": str(tmp / "run" / "cert.pem")},
-            "api_keys": [{"name": "k", "sha256": hash_key(KEY)}],
-            "models": [
-                {
-                    "name": "echo",
-                    "deployments": [
-                        {"kind": "remote", "base_url": capture.url + "/v1", "model": "echo"}
-                    ],
-                }
-            ],
-            "attestation": {"provider": "simulated"},
-            "pii": {"ner": "off"},
-            "run_dir": str(tmp / "run"),
-        },
+        tmp, echo_gateway_config(tmp, capture.url, max_auth_failures_per_minute=MAX_FAILURES)
     )
     try:
         yield gateway

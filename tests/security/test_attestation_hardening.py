@@ -43,10 +43,15 @@ from gateway.attestation.verifier import (
     verify_token,
 )
 from gateway.attested_remote import pinned_context
-from gateway.auth import hash_key
 from gateway.tls import self_signed
 from tests.conftest import CaptureUpstream
-from tests.gateway.conftest import KEY, RunningGateway, free_port, start_gateway, stop_gateway
+from tests.gateway.conftest import (
+    KEY,
+    RunningGateway,
+    echo_gateway_config,
+    start_gateway,
+    stop_gateway,
+)
 from tests.support.shared_data import shared_data
 
 pytestmark = pytest.mark.filterwarnings(
@@ -61,22 +66,7 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory, capture: CaptureUpstream
 ) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("attestation-hardening")
-    config = {
-        "listener": {"host": "127.0.0.1", "port": free_port()},
-        "tls": {"names": ["localhost", "127.0.0.1"], "cert_out": str(tmp / "run" / "cert.pem")},
-        "api_keys": [{"name": "k", "sha256": hash_key(KEY)}],
-        "models": [
-            {
-                "name": "echo",
-                "deployments": [
-                    {"kind": "remote", "base_url": capture.url + "/v1", "model": "echo"}
-                ],
-            }
-        ],
-        "attestation": {"provider": "simulated"},
-        "pii": {"ner": "off"},
-        "run_dir": str(tmp / "run"),
-    }
+    config = echo_gateway_config(tmp, capture.url)
     running = start_gateway(tmp, config)
     try:
         yield running

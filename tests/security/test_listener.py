@@ -18,11 +18,16 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import hash_key
 from gateway.errors import GatewayError
 from gateway.listener import ConnectionLimits, ConnectionTable, address_key, error_response
 from tests.conftest import CaptureUpstream
-from tests.gateway.conftest import KEY, RunningGateway, free_port, start_gateway, stop_gateway
+from tests.gateway.conftest import (
+    KEY,
+    RunningGateway,
+    echo_gateway_config,
+    start_gateway,
+    stop_gateway,
+)
 
 MAX_CONNECTIONS = 8
 PER_ADDRESS = 4
@@ -38,31 +43,14 @@ HOLD = (
 
 def listener_config(tmp: Path, capture: CaptureUpstream, **listener: object) -> dict[str, Any]:
     # A remote upstream (the capture double), not an engine: the listener is what is tested.
-    return {
-        "listener": {
-            "host": "127.0.0.1",
-            "port": free_port(),
-            "max_connections": MAX_CONNECTIONS,
-            "max_connections_per_address": PER_ADDRESS,
-            "handshake_timeout_s": 1,
-            "header_timeout_s": 1,
-            "body_timeout_s": 60,
-            **listener,
-        },
-        "tls": {"cert_out": str(tmp / "run" / "cert.pem")},
-        "api_keys": [{"name": "k", "sha256": hash_key(KEY)}],
-        "models": [
-            {
-                "name": "echo",
-                "deployments": [
-                    {"kind": "remote", "base_url": capture.url + "/v1", "model": "echo"}
-                ],
-            }
-        ],
-        "attestation": {"provider": "simulated"},
-        "pii": {"ner": "off"},
-        "run_dir": str(tmp / "run"),
+    limits: dict[str, object] = {
+        "max_connections": MAX_CONNECTIONS,
+        "max_connections_per_address": PER_ADDRESS,
+        "handshake_timeout_s": 1,
+        "header_timeout_s": 1,
+        "body_timeout_s": 60,
     }
+    return echo_gateway_config(tmp, capture.url, **{**limits, **listener})
 
 
 @pytest.fixture(scope="module")
