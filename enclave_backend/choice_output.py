@@ -27,6 +27,11 @@ class ChoiceOutput:
         self._arguments: list[list[str]] = []
         self._content: list[str] = []
 
+    @property
+    def is_plain(self) -> bool:
+        """All text is content (no tool parser holds any back)."""
+        return self._parser is None
+
     def push(self, text: str) -> list[Delta]:
         """Deltas for newly generated ``text``."""
         if self._parser is None:

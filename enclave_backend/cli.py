@@ -38,6 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--model-name", help="id served in /v1/models (default: file stem)")
     model.add_argument(
+        "--embedding",
+        action="store_true",
+        help="serve an embedding model on /v1/embeddings (--model, or the packaged "
+        "all-MiniLM-L6-v2) instead of a chat model",
+    )
+    model.add_argument(
+        "--embedding-batch-tokens",
+        type=_positive,
+        default=256,
+        help="tokens per embedding batch (default: %(default)s)",
+    )
+    model.add_argument(
         "--chat-template-file",
         type=Path,
         help="Jinja chat template to use instead of the GGUF's own (it picks the tool format)",
@@ -186,6 +198,8 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
         attestation=args.attestation,
         shareable_prefixes=tuple(shareable),
         tenant_active_s=args.tenant_active_s,
+        embedding=args.embedding,
+        embedding_batch_tokens=args.embedding_batch_tokens,
     )
 
 

@@ -4,39 +4,51 @@
 the prompt with the model's template, checks it fits the slot's context, builds one sampler
 chain per choice, queues the choices on the scheduler, and turns the resulting events into
 OpenAI completion objects or stream chunks. It knows nothing of HTTP.
+
+Logprobs (``logprobs: true``, ``top_logprobs`` 0..20; see ``logprobs`` for what a value
+means) cover every token the choice sampled, in order, the end-of-turn token excepted: a
+choice's ``logprobs.content`` lists them whole, a stream's chunk lists those whose text
+starts in its delta. With tools, the tokens the engine parsed into ``tool_calls`` (the
+format's markers and the arguments) are listed in ``logprobs.content`` too, where OpenAI has
+no other place for them: their ``token`` strings then concatenate to the raw generated
+text, not to ``message.content``. In a stream, the logprobs of text a tool parser still
+holds back ride the next chunk that choice sends (at the latest its ``finish_reason`` chunk).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from confidential_common.errors import APIError as GatewayError
+from confidential_common.errors import bad_request
 from enclave_backend.chat_template import ChatTemplate, ChatTemplateError
 from enclave_backend.choice_output import ChoiceOutput
-from enclave_backend.generation import (
-    Failed,
-    Finished,
-    GenerationHandle,
-    GenerationRequest,
-    TextDelta,
+from enclave_backend.choices import (
+    check_capacity,
+    collect,
+    engine_info,
+    logit_bias_ids,
+    merge,
+    queue_choices,
+    usage,
 )
+from enclave_backend.generation import Finished, GenerationHandle, GenerationRequest, TextDelta
 from enclave_backend.grammar import SchemaGrammarError, json_object_grammar, json_schema_grammar
 from enclave_backend.llama_runtime import LlamaRuntime
+from enclave_backend.logprobs import TokenLogprob, chat_logprobs
 from enclave_backend.prompt_tokens import prompt_tokenizer
 from enclave_backend.protocol import ChatCompletionRequest
 from enclave_backend.sampling import GrammarError, SamplerChain, SamplingParams
-from enclave_backend.scheduler import QueueFull, SchedulerStopped, SlotScheduler
+from enclave_backend.scheduler import SlotScheduler
 from enclave_backend.tools.formats import ResponseShape, ToolFormat, tool_format_for
 from enclave_backend.tools.spec import ToolSpec
-from gateway.errors import GatewayError, bad_request
 
-QUEUE_FULL_RETRY_AFTER_S = 1
 log = logging.getLogger("enclave_backend.completions")
 
 
@@ -50,6 +62,7 @@ class Submission:
     handles: list[GenerationHandle]
     outputs: list[ChoiceOutput]
     prompt_tokens: int
+    logprobs: bool = False
 
     def cancel(self) -> None:
         for handle in self.handles:
@@ -89,21 +102,7 @@ class ChatCompletions:
                 param="model",
                 code="model_not_found",
             )
-        unsupported = request.unsupported_parameter()
-        if unsupported is not None:
-            raise bad_request(
-                f"The parameter '{unsupported}' is not supported by this engine.",
-                param=unsupported,
-                code="unsupported_parameter",
-            )
-        capacity = self._scheduler.capacity
-        if request.n > capacity:
-            raise bad_request(
-                f"'n' asks for more choices than this engine can run or queue at once "
-                f"({capacity}).",
-                param="n",
-                code="invalid_value",
-            )
+        check_capacity(self._scheduler, request.n, "n")
         _check_arguments_depth(request)
         spec = request.tool_spec()
         tool_format = self.tool_format if spec is not None else None
@@ -120,48 +119,25 @@ class ChatCompletions:
         # The generic envelope is grammar-shaped from its first token: a stop string inside
         # it would cut a call in half, so stops apply only where text is free.
         stops = () if spec is not None and not self.tool_format.renders_tools else None
-        handles: list[GenerationHandle] = []
-        try:
-            for choice in range(request.n):
-                seed = None if params.seed is None else params.seed + choice
-                chain = self._sampler_chain(
+
+        def choice(index: int) -> GenerationRequest:
+            seed = None if params.seed is None else params.seed + index
+            return GenerationRequest(
+                prompt=prompt,
+                sampler=self._sampler_chain(
                     replace(params, seed=seed), "tools" if spec else "response_format"
-                )
-                handle = GenerationHandle()
-                try:
-                    self._scheduler.submit(
-                        GenerationRequest(
-                            prompt=prompt,
-                            sampler=chain,
-                            max_tokens=max_tokens,
-                            stops=request.stop_sequences() if stops is None else stops,
-                            handle=handle,
-                            special_pieces=tool_format is not None and tool_format.renders_tools,
-                            use_prompt_cache=request.seed is None,
-                            tenant=tenant,
-                            weight=weight,
-                        )
-                    )
-                except BaseException:
-                    chain.close()
-                    raise
-                handles.append(handle)
-        except QueueFull as exc:
-            for handle in handles:
-                handle.cancel()
-            raise GatewayError(
-                503,
-                f"The engine is at capacity ({exc}); retry after a moment.",
-                type="server_error",
-                code="engine_overloaded",
-                headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
-            ) from None
-        except SchedulerStopped:
-            for handle in handles:
-                handle.cancel()
-            raise GatewayError(
-                503, "The engine is shutting down.", type="server_error", code="engine_stopping"
-            ) from None
+                ),
+                max_tokens=max_tokens,
+                stops=request.stop_sequences() if stops is None else stops,
+                handle=GenerationHandle(),
+                special_pieces=tool_format is not None and tool_format.renders_tools,
+                use_prompt_cache=request.seed is None,
+                tenant=tenant,
+                weight=weight,
+                top_logprobs=request.top_logprobs_asked(),
+            )
+
+        handles = queue_choices(self._scheduler, request.n, choice)
         return Submission(
             completion_id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
@@ -169,6 +145,7 @@ class ChatCompletions:
             handles=handles,
             outputs=[self._choice_output(request, tool_format) for _ in handles],
             prompt_tokens=len(prompt),
+            logprobs=request.top_logprobs_asked() is not None,
         )
 
     def shareable_prefix(self, text: str) -> list[int]:
@@ -265,16 +242,6 @@ class ChatCompletions:
         self, request: ChatCompletionRequest, spec: ToolSpec | None
     ) -> SamplingParams:
         defaults = SamplingParams()
-        logit_bias: dict[int, float] = {}
-        for key, bias in (request.logit_bias or {}).items():
-            if not _TOKEN_ID.match(key) or not 0 <= int(key) < self._runtime.n_vocab:
-                raise bad_request(
-                    "Invalid key in 'logit_bias': every key must be a token id of this model "
-                    f"(an integer 0..{self._runtime.n_vocab - 1}).",
-                    param="logit_bias",
-                    code="invalid_value",
-                )
-            logit_bias[int(key)] = bias
         return SamplingParams(
             temperature=_pick(request.temperature, defaults.temperature),
             top_p=_pick(request.top_p, defaults.top_p),
@@ -284,7 +251,7 @@ class ChatCompletions:
             repeat_penalty=_pick(request.repeat_penalty, defaults.repeat_penalty),
             frequency_penalty=_pick(request.frequency_penalty, defaults.frequency_penalty),
             presence_penalty=_pick(request.presence_penalty, defaults.presence_penalty),
-            logit_bias=logit_bias,
+            logit_bias=logit_bias_ids(request.logit_bias, self._runtime.n_vocab),
             **self._grammar(request, spec),
         )
 
@@ -327,22 +294,23 @@ class ChatCompletions:
     # -- events -> OpenAI payloads ------------------------------------------------------
     async def complete(self, submission: Submission) -> dict[str, Any]:
         """Wait for every choice and build one ``chat.completion`` object."""
-        results = await asyncio.gather(*(_collect(h) for h in submission.handles))
+        results = await asyncio.gather(*(collect(h) for h in submission.handles))
         choices = []
         completion_tokens = 0
         cached = 0
-        engine = _engine_info([finished for _, finished in results])
-        for index, (text, finished) in enumerate(results):
+        engine = engine_info([result.finished for result in results])
+        for index, result in enumerate(results):
+            finished = result.finished
             completion_tokens += finished.completion_tokens
             cached = max(cached, finished.cached_tokens)
             output = submission.outputs[index]
-            output.push(text)
+            output.push(result.text)
             output.finish()
             choices.append(
                 {
                     "index": index,
                     "message": output.message(),
-                    "logprobs": None,
+                    "logprobs": chat_logprobs(result.logprobs) if submission.logprobs else None,
                     "finish_reason": output.finish_reason(finished.finish_reason),
                 }
             )
@@ -353,7 +321,7 @@ class ChatCompletions:
             "model": submission.model,
             "system_fingerprint": self.fingerprint,
             "choices": choices,
-            "usage": _usage(submission.prompt_tokens, completion_tokens, cached),
+            "usage": usage(submission.prompt_tokens, completion_tokens, cached),
             "x_engine": engine,
         }
 
@@ -370,11 +338,21 @@ class ChatCompletions:
         }
         extra = {"usage": None} if include_usage else {}
 
+        # Logprobs of tokens whose text a tool parser still holds ride the next chunk out.
+        unsent: list[list[TokenLogprob]] = [[] for _ in submission.handles]
+
         def chunk(index: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+            logprobs = unsent[index]
+            unsent[index] = []
             return {
                 **base,
                 "choices": [
-                    {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    {
+                        "index": index,
+                        "delta": delta,
+                        "logprobs": chat_logprobs(logprobs) if logprobs else None,
+                        "finish_reason": finish,
+                    }
                 ],
                 **extra,
             }
@@ -384,10 +362,14 @@ class ChatCompletions:
         completion_tokens = 0
         cached = 0
         finished: list[Finished] = []
-        async for index, event in _merge(submission.handles):
+        async for index, event in merge(submission.handles):
             output = submission.outputs[index]
             if isinstance(event, TextDelta):
-                for delta in output.push(event.text):
+                unsent[index].extend(event.logprobs)
+                deltas = output.push(event.text)
+                if not deltas and unsent[index] and output.is_plain:
+                    deltas = [{"content": ""}]  # tokens without text (an empty piece)
+                for delta in deltas:
                     yield chunk(index, delta, None)
             else:
                 assert isinstance(event, Finished)
@@ -401,8 +383,8 @@ class ChatCompletions:
             yield {
                 **base,
                 "choices": [],
-                "usage": _usage(submission.prompt_tokens, completion_tokens, cached),
-                "x_engine": _engine_info(finished),
+                "usage": usage(submission.prompt_tokens, completion_tokens, cached),
+                "x_engine": engine_info(finished),
             }
 
 
@@ -462,9 +444,6 @@ def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-_TOKEN_ID = re.compile(r"^-?[0-9]{1,9}$")
-
-
 def _response_shape(request: ChatCompletionRequest) -> ResponseShape:
     fmt = request.response_format
     if fmt is None or fmt.type == "text":
@@ -481,67 +460,3 @@ def _schema_grammar(schema: dict[str, Any], param: str) -> str:
         raise bad_request(
             f"{param} cannot be enforced: {exc}", param=param, code="invalid_value"
         ) from None
-
-
-def _engine_info(finished: list[Finished]) -> dict[str, Any]:
-    """Scheduling facts for the caller's telemetry (an extension field, not OpenAI's)."""
-    return {
-        "queue_ms": round(max((f.queue_seconds for f in finished), default=0.0) * 1000, 3),
-        "slots": sorted({f.slot for f in finished}),
-    }
-
-
-def _usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-    }
-
-
-class GenerationFailed(Exception):
-    """The engine could not finish a sequence (decode failure or shutdown)."""
-
-
-async def _collect(handle: GenerationHandle) -> tuple[str, Finished]:
-    parts: list[str] = []
-    async for event in handle.events():
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-        elif isinstance(event, Failed):
-            raise GenerationFailed(event.message)
-        else:
-            return "".join(parts), event
-    raise GenerationFailed("the sequence ended without a result")
-
-
-async def _merge(
-    handles: list[GenerationHandle],
-) -> AsyncIterator[tuple[int, TextDelta | Finished]]:
-    """Interleave the events of several choices as they arrive; raises on a failure."""
-    if len(handles) == 1:
-        async for event in handles[0].events():
-            if isinstance(event, Failed):
-                raise GenerationFailed(event.message)
-            yield 0, event
-        return
-    queue: asyncio.Queue[tuple[int, TextDelta | Finished | Failed]] = asyncio.Queue()
-
-    async def pump(index: int, handle: GenerationHandle) -> None:
-        async for event in handle.events():
-            await queue.put((index, event))
-
-    tasks = [asyncio.create_task(pump(i, h)) for i, h in enumerate(handles)]
-    try:
-        remaining = len(handles)
-        while remaining:
-            index, event = await queue.get()
-            if isinstance(event, Failed):
-                raise GenerationFailed(event.message)
-            if isinstance(event, Finished):
-                remaining -= 1
-            yield index, event
-    finally:
-        for task in tasks:
-            task.cancel()

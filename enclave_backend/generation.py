@@ -13,12 +13,15 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from enclave_backend.logprobs import TokenLogprob
 from enclave_backend.sampling import SamplerChain
 
 
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+    # The sampled tokens whose text starts inside ``text`` (only when the request asked).
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,4 +82,7 @@ class GenerationRequest:
     # the scheduler admits fairly across tenants and scopes prompt-cache reuse to a tenant.
     tenant: str = ""
     weight: int = 1
+    # How many alternatives to report with each sampled token's logprob; None: no logprobs,
+    # and none of their cost (see ``logprobs``).
+    top_logprobs: int | None = None
     enqueued_at: float = field(default_factory=time.monotonic)

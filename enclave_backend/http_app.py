@@ -15,20 +15,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from enclave_backend.completions import ChatCompletions, GenerationFailed, Submission
+from confidential_common.errors import APIError as GatewayError
+from confidential_common.errors import bad_request, from_validation_error
+from enclave_backend.choices import GenerationFailed
+from enclave_backend.completion_protocol import CompletionRequest
+from enclave_backend.completions import ChatCompletions
+from enclave_backend.legacy_completions import LegacyCompletions
 from enclave_backend.protocol import ChatCompletionRequest
 from enclave_backend.scheduler import SlotScheduler
-from gateway.errors import GatewayError, bad_request, from_validation_error
 
 log = logging.getLogger("enclave_backend.http")
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 NONCE_HEX = re.compile(r"^(?:[0-9a-fA-F]{2}){8,64}$")
@@ -67,8 +72,13 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
+    return parse_body(ChatCompletionRequest, body)
+
+
+def parse_body(model: type[M], body: bytes) -> M:
+    """The request body validated as ``model``; OpenAI's 400 naming what is wrong."""
     try:
-        return ChatCompletionRequest.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         if first["type"] == "json_invalid" and "recursion limit" in first["msg"]:
@@ -128,20 +138,61 @@ def generation_failed(exc: GenerationFailed) -> GatewayError:
     )
 
 
+def sse_response(
+    chunks: AsyncIterator[dict[str, Any]], cancel: Callable[[], None]
+) -> StreamingResponse:
+    """Stream ``chunks`` as Server-Sent Events; ``cancel`` frees the choices at the end,
+    whether the stream finished or the client went away."""
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                yield sse_event(chunk)
+            yield SSE_DONE
+        except GenerationFailed as exc:
+            # Headers are gone: report in-band, and never end with [DONE] as if complete.
+            yield sse_event(generation_failed(exc).body())
+        finally:
+            cancel()
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def answer(
+    request: Request, result: Awaitable[dict[str, Any]], cancel: Callable[[], None]
+) -> Response:
+    """The whole answer as JSON; 499 when the client went away first (choices cancelled)."""
+    try:
+        body = await unless_disconnected(request, result)
+    except GenerationFailed as exc:
+        raise generation_failed(exc) from None
+    finally:
+        cancel()  # no-op for finished sequences; frees the slot otherwise
+    if body is None:
+        return Response(status_code=499)
+    return JSONResponse(body)
+
+
 class EngineApp:
-    """Routes bound to one ``ChatCompletions`` service and its scheduler."""
+    """Routes bound to the chat and legacy completion services and their scheduler."""
 
     def __init__(
         self,
         completions: ChatCompletions,
         scheduler: SlotScheduler,
         *,
+        legacy_completions: LegacyCompletions,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         on_ready: Callable[[], None] | None = None,
         attestation: Callable[[str | None], dict[str, Any]] | None = None,
     ) -> None:
         self._attestation = attestation
         self._completions = completions
+        self._legacy = legacy_completions
         self._scheduler = scheduler
         self._max_body = max_body_bytes
         self._on_ready = on_ready
@@ -160,6 +211,7 @@ class EngineApp:
         return Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+                Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
                 Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
@@ -182,31 +234,18 @@ class EngineApp:
         chat = parse_chat_request(await read_body(request, self._max_body))
         submission = self._completions.submit(chat, tenant=tenant, weight=weight)
         if chat.stream:
-            return StreamingResponse(
-                self._sse(submission, include_usage=chat.include_usage()),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        try:
-            result = await unless_disconnected(request, self._completions.complete(submission))
-        except GenerationFailed as exc:
-            raise generation_failed(exc) from None
-        finally:
-            submission.cancel()  # no-op for finished sequences; frees the slot otherwise
-        if result is None:
-            return Response(status_code=499)
-        return JSONResponse(result)
+            chunks = self._completions.stream(submission, include_usage=chat.include_usage())
+            return sse_response(chunks, submission.cancel)
+        return await answer(request, self._completions.complete(submission), submission.cancel)
 
-    async def _sse(self, submission: Submission, *, include_usage: bool) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._completions.stream(submission, include_usage=include_usage):
-                yield sse_event(chunk)
-            yield SSE_DONE
-        except GenerationFailed as exc:
-            # Headers are gone: report in-band, and never end with [DONE] as if complete.
-            yield sse_event(generation_failed(exc).body())
-        finally:
-            submission.cancel()
+    async def completions(self, request: Request) -> Response:
+        tenant, weight = tenant_of(request)
+        body = parse_body(CompletionRequest, await read_body(request, self._max_body))
+        submission = self._legacy.submit(body, tenant=tenant, weight=weight)
+        if body.stream:
+            chunks = self._legacy.stream(submission, include_usage=body.include_usage())
+            return sse_response(chunks, submission.cancel)
+        return await answer(request, self._legacy.complete(submission), submission.cancel)
 
     async def attestation(self, request: Request) -> Response:
         assert self._attestation is not None
@@ -296,8 +335,8 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         return error_response(
             GatewayError(
                 404,
-                "Unknown route. This engine serves /v1/chat/completions, /v1/models, "
-                "/v1/models/{model} and /health.",
+                "Unknown route. This engine serves /v1/chat/completions, /v1/completions, "
+                "/v1/models, /v1/models/{model} and /health.",
                 type="invalid_request_error",
             )
         )

@@ -208,6 +208,17 @@ class LlamaRuntime:
     def eos_token(self) -> int:
         return int(llama_cpp.llama_vocab_eos(self._vocab))
 
+    def fill_in_middle_tokens(self) -> tuple[int, int, int] | None:
+        """The prefix, suffix and middle markers of fill-in-the-middle, as llama.cpp found them
+        in the vocabulary (``<fim_prefix>``, ``<|fim_prefix|>``, ``<PRE>``, ...); None when the
+        model has not all three."""
+        found = (
+            int(llama_cpp.llama_vocab_fim_pre(self._vocab)),
+            int(llama_cpp.llama_vocab_fim_suf(self._vocab)),
+            int(llama_cpp.llama_vocab_fim_mid(self._vocab)),
+        )
+        return found if all(t >= 0 for t in found) else None
+
     def token_text(self, token: int) -> str:
         """The token as written in templates (special tokens rendered), '' when absent."""
         if token < 0:
@@ -241,6 +252,19 @@ class LlamaRuntime:
             n = llama_cpp.llama_token_to_piece(self._vocab, token, bigger, -n, 0, special)
             return bigger.raw[:n]
         return buf.raw[:n]
+
+    def pieces(self, tokens: list[int], *, special: bool = False) -> list[bytes]:
+        """Each token's bytes, like ``token_piece`` but safe beside the decode loop (its own
+        buffer)."""
+        buf = ctypes.create_string_buffer(256)
+        out = []
+        for token in tokens:
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+            out.append(buf.raw[:n])
+        return out
 
     def is_end_of_generation(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))

@@ -11,10 +11,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from confidential_common.wire_limits import (
+    MAX_CHOICES,
+    MAX_STOP_SEQUENCES,
+    MAX_TOP_LOGPROBS,
+    SchemaName,
+)
 from enclave_backend.tools.spec import FunctionSpec, ToolSpec
-
-MAX_STOP_SEQUENCES = 16
-MAX_CHOICES = 16
 
 
 class _Strict(BaseModel):
@@ -133,7 +136,7 @@ class NamedToolChoice(_Strict):
 
 
 class JsonSchemaFormat(_Strict):
-    name: str = "response"
+    name: SchemaName
     description: str | None = None
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     strict: bool | None = None
@@ -175,7 +178,7 @@ class ChatCompletionRequest(_Strict):
     response_format: ResponseFormat | None = None
     user: str | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     tools: Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -194,13 +197,18 @@ class ChatCompletionRequest(_Strict):
             raise invalid("tool_choice", "'tool_choice' names a function that is not in 'tools'")
         return self
 
-    def unsupported_parameter(self) -> str | None:
-        """Name of a parameter the engine recognises but cannot honour, if any is set."""
-        if self.logprobs:
-            return "logprobs"
-        if self.top_logprobs is not None:
-            return "top_logprobs"
-        return None
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise invalid("top_logprobs", "'top_logprobs' requires 'logprobs' to be true")
+        return self
+
+    def top_logprobs_asked(self) -> int | None:
+        """Alternatives per token when logprobs are asked for (0: the sampled token only);
+        None when they are not."""
+        if not self.logprobs:
+            return None
+        return self.top_logprobs or 0
 
     def tool_spec(self) -> ToolSpec | None:
         """The calls this turn may make; None without tools or with ``tool_choice: none``."""

@@ -2,8 +2,9 @@
 
 The TLS key pair is generated in memory at start-up (the private key never touches the
 disk), and ``/v1/attestation?nonce=`` returns the guest's evidence binding that key's
-SubjectPublicKeyInfo, produced by the same provider code as the gateway's. A gateway sends a
-prompt only after verifying that evidence and pinning this key.
+SubjectPublicKeyInfo, produced by the same provider code as the gateway's
+(``confidential_common.tee``). A gateway sends a prompt only after verifying that evidence
+and pinning this key.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.attestation.providers import AttestationUnavailable, select_provider
-from gateway.attestation.service import AttestationService
-from gateway.config import TLSConfig
-from gateway.tls import TLSIdentity, TLSSetupError, load_identity
+import confidential_common
+from confidential_common.tee.evidence import EvidenceService
+from confidential_common.tee.providers import AttestationUnavailable, select_provider
+from confidential_common.tls import TLSIdentity, TLSSetupError, generated_identity
 
 if TYPE_CHECKING:
     from enclave_backend.server import EngineSettings
 
-CODE_ROOTS = [Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "gateway"]
+# The code this process runs: the engine and the package it shares with the gateway.
+CODE_ROOTS = [
+    Path(__file__).resolve().parent,
+    Path(confidential_common.__file__).resolve().parent,
+]
 
 
 class RemoteFaceError(Exception):
@@ -31,24 +36,18 @@ class RemoteFaceError(Exception):
 @dataclass
 class RemoteFace:
     identity: TLSIdentity
-    attestation: AttestationService
+    attestation: EvidenceService
 
     @classmethod
     def create(cls, settings: EngineSettings) -> RemoteFace:
         cert_out = Path(tempfile.gettempdir()) / f"enclave-backend-{settings.tls_port}-cert.pem"
         try:
-            identity = load_identity(TLSConfig(names=list(settings.tls_names), cert_out=cert_out))
+            identity = generated_identity(list(settings.tls_names), cert_out)
         except TLSSetupError as exc:
             raise RemoteFaceError(str(exc)) from None
         try:
             provider = select_provider(settings.attestation, code_roots=CODE_ROOTS)
-            attestation = AttestationService(
-                provider,
-                tls_spki_sha256=identity.spki_sha256,
-                issuer="enclave-backend",
-                token_ttl_s=600,
-                store_ttl_s=1,
-            )
+            attestation = EvidenceService(provider, tls_spki_sha256=identity.spki_sha256)
         except AttestationUnavailable as exc:
             raise RemoteFaceError(f"attestation ({settings.attestation}): {exc}") from None
         return cls(identity, attestation)

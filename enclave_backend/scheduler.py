@@ -7,6 +7,10 @@ cancelled ones leave before the next step. A finished slot keeps the KV cells of
 processed as a prompt cache: the next request that shares the prefix (a conversation's
 next turn) lands on that slot and only evaluates the new suffix.
 
+A request that asks for logprobs gets each sampled token's logprob read from that step's
+logits before the next decode overwrites them (``logprobs``), and delivered with the text
+delta its text starts in; a request that does not ask pays nothing for them.
+
 Tenants. Every request belongs to a tenant (an opaque id of its API key; "" for requests
 that carry none) with a weight ``w`` (1..100).
 
@@ -58,6 +62,7 @@ from enclave_backend.generation import (
     TextDelta,
 )
 from enclave_backend.llama_runtime import LlamaRuntime
+from enclave_backend.logprobs import LogprobReader, TokenLogprob
 from enclave_backend.text_output import CompletionText
 
 log = logging.getLogger("enclave_backend.scheduler")
@@ -97,6 +102,8 @@ class Slot:
     generated: int = 0
     reused: int = 0
     queue_seconds: float = 0.0
+    # Logprobs of sampled tokens not yet sent: their text is still held back.
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
     @property
     def busy(self) -> bool:
@@ -144,6 +151,7 @@ class SlotScheduler:
         self._admission_window = admission_window_s
         self._slots = [Slot(seq_id=i) for i in range(runtime.options.n_slots)]
         self._batch = DecodeBatch(runtime.options.n_batch)
+        self._logprobs = LogprobReader(runtime)
         self._max_queue = max_queue
         self._hard_queue = 2 * max_queue
         self._shareable = _longest_first(shareable_prefixes)
@@ -312,6 +320,7 @@ class SlotScheduler:
             slot.pending_token = None
             slot.generated = 0
             slot.reused = reuse
+            slot.logprobs = []
             slot.queue_seconds = time.monotonic() - request.enqueued_at
             self._admitted.append(slot)
 
@@ -452,18 +461,28 @@ class SlotScheduler:
             request = slot.request
             assert request is not None and slot.text is not None
             token = request.sampler.sample(ctx, index)
-            self._on_token(slot, token, outbox)
+            self._on_token(slot, token, index, outbox)
 
-    def _on_token(self, slot: Slot, token: int, outbox: Outbox) -> None:
+    def _on_token(self, slot: Slot, token: int, index: int, outbox: Outbox) -> None:
         request = slot.request
         assert request is not None and slot.text is not None
         if self._runtime.is_end_of_generation(token):
             self._finish(slot, "stop", outbox)
             return
         slot.generated += 1
+        if request.top_logprobs is not None:
+            slot.logprobs.append(
+                self._logprobs.read(
+                    index,
+                    token,
+                    request.top_logprobs,
+                    special=request.special_pieces,
+                    text_offset=slot.text.decoded,
+                )
+            )
         text = slot.text.push(self._runtime.token_piece(token, special=request.special_pieces))
         if text:
-            outbox.append((request.handle, TextDelta(text)))
+            outbox.append((request.handle, TextDelta(text, _sent_logprobs(slot))))
         if slot.text.stopped:
             self._finish(slot, "stop", outbox)
         elif slot.generated >= request.max_tokens or len(slot.cached) >= self._runtime.ctx_per_slot:
@@ -475,8 +494,9 @@ class SlotScheduler:
         request = slot.request
         assert request is not None and slot.text is not None
         tail = slot.text.finish()
-        if tail:
-            outbox.append((request.handle, TextDelta(tail)))
+        logprobs = _sent_logprobs(slot, everything=not slot.text.stopped)
+        if tail or logprobs:
+            outbox.append((request.handle, TextDelta(tail, logprobs)))
         self._completed += 1
         self._release(
             slot,
@@ -501,6 +521,7 @@ class SlotScheduler:
         slot.request = None
         slot.text = None
         slot.pending_token = None
+        slot.logprobs = []
         slot.last_used = self._step
         with self._cond:
             self._admitted.remove(slot)
@@ -520,6 +541,22 @@ class SlotScheduler:
         for slot in list(self._admitted):
             self._release(slot, outbox, Failed(message))
         self._dispatch(outbox)
+
+
+def _sent_logprobs(slot: Slot, *, everything: bool = False) -> tuple[TokenLogprob, ...]:
+    """Take the held logprobs of the tokens whose text starts inside what was emitted so far
+    (``everything``: all of them, at the end without a stop string). A token that straddles
+    a stop string is reported; one wholly inside it, or after it, never is."""
+    assert slot.text is not None
+    emitted = slot.text.emitted
+    done = len(slot.logprobs) if everything else 0
+    while done < len(slot.logprobs) and slot.logprobs[done].text_offset < emitted:
+        done += 1
+    if not done:
+        return ()
+    sent = tuple(slot.logprobs[:done])
+    del slot.logprobs[:done]
+    return sent
 
 
 def _longest_first(prefixes: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from starlette.applications import Starlette
 
 from enclave_backend.chat_template import CHATML_TEMPLATE, ChatTemplate
 from enclave_backend.completions import ChatCompletions, shareable_prefixes
 from enclave_backend.http_app import EngineApp
+from enclave_backend.legacy_completions import LegacyCompletions
 from enclave_backend.llama_runtime import LlamaLoadError, LlamaRuntime, RuntimeOptions
 from enclave_backend.model_file import ModelFileError, check_gguf, packaged_model_path, sha256_file
 from enclave_backend.private_socket import SocketPathError, bind_private_socket, peer_checked
@@ -51,6 +55,8 @@ class EngineSettings:
     chat_template_file: Path | None = None
     shareable_prefixes: tuple[str, ...] = ()  # system message texts (--shareable-prefix-file)
     tenant_active_s: float = 30.0  # --tenant-active-s
+    embedding: bool = False  # --embedding: serve an embedding model (embedding_server)
+    embedding_batch_tokens: int = 256  # --embedding-batch-tokens
 
     def listen_address(self) -> str:
         if self.socket:
@@ -65,6 +71,7 @@ class LoadedEngine:
     runtime: LlamaRuntime
     scheduler: SlotScheduler
     completions: ChatCompletions
+    legacy_completions: LegacyCompletions
     weights_path: Path
     weights_sha256: str
 
@@ -106,7 +113,7 @@ def load_engine(settings: EngineSettings) -> LoadedEngine:
         bos_token=runtime.token_text(runtime.bos_token),
         eos_token=runtime.token_text(runtime.eos_token),
     )
-    prompt_tokenizer(runtime, template.source)  # lists the special tokens now, not per request
+    tokenizer = prompt_tokenizer(runtime, template.source)  # lists special tokens once, now
     scheduler = SlotScheduler(
         runtime,
         max_queue=settings.queue,
@@ -122,17 +129,28 @@ def load_engine(settings: EngineSettings) -> LoadedEngine:
         fingerprint=f"fp_{weights_sha[:12]}",
         weights_sha256=weights_sha,
     )
+    legacy_completions = LegacyCompletions(
+        runtime=runtime,
+        scheduler=scheduler,
+        tokenizer=tokenizer,
+        model_name=completions.model_name,
+        fingerprint=completions.fingerprint,
+    )
     if settings.shareable_prefixes:
         scheduler.set_shareable_prefixes(
             shareable_prefixes(completions, settings.shareable_prefixes)
         )
-    return LoadedEngine(runtime, scheduler, completions, weights, weights_sha)
+    return LoadedEngine(runtime, scheduler, completions, legacy_completions, weights, weights_sha)
 
 
 def serve(settings: EngineSettings) -> int:
     started = time.monotonic()
     disable_core_dumps()
     log_exceptions_without_messages()
+    if settings.embedding:
+        from enclave_backend.embedding_server import serve_embeddings
+
+        return serve_embeddings(settings)
     try:
         engine = load_engine(settings)
     except (ModelFileError, LlamaLoadError) as exc:
@@ -160,17 +178,28 @@ def serve(settings: EngineSettings) -> int:
     app = EngineApp(
         engine.completions,
         engine.scheduler,
+        legacy_completions=engine.legacy_completions,
         on_ready=announce,
         attestation=remote.evidence_document if remote else None,
     ).build()
     context = remote.identity.context if remote else None
+    return run_app(app, settings, context, engine.runtime.close)
+
+
+def run_app(
+    app: Starlette,
+    settings: EngineSettings,
+    context: ssl.SSLContext | None,
+    close: Callable[[], None],
+) -> int:
+    """Serve ``app`` on the settings' listener until stopped; ``close`` frees the model."""
     sockets = None
     if settings.socket:
         try:
             sockets = [bind_private_socket(settings.socket)]
         except (SocketPathError, OSError) as exc:
             print(f"enclave-backend: cannot start: {exc}", file=sys.stderr)
-            engine.runtime.close()
+            close()
             return 2
     config = uvicorn.Config(
         app,
@@ -187,7 +216,7 @@ def serve(settings: EngineSettings) -> int:
     try:
         uvicorn.Server(config).run(sockets=sockets)
     finally:
-        engine.runtime.close()
+        close()
         if sockets and settings.socket:
             sockets[0].close()
             with contextlib.suppress(OSError):

@@ -4,6 +4,10 @@ Two problems sit between tokens and text: a UTF-8 character may be split over se
 tokens, and a stop string may be split over several tokens. ``CompletionText`` handles
 both: it emits only complete characters, holds back exactly the tail that could still
 become a stop string, and never emits the stop string itself.
+
+It also counts characters, so a token's place in the text is known: ``decoded`` is how
+many characters the tokens pushed so far decoded to (held-back text included), ``emitted``
+how many of them were returned. What is emitted is always a prefix of what was decoded.
 """
 
 from __future__ import annotations
@@ -31,28 +35,40 @@ class CompletionText:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self.decoded = 0
+        self.emitted = 0
 
     def push(self, piece: bytes) -> str:
         """Feed one token's bytes; returns emit-ready text (possibly empty)."""
         if self.stopped:
             return ""
-        text = self._held + self._decoder.decode(piece)
+        new = self._decoder.decode(piece)
+        self.decoded += len(new)
+        return self._emit(self._held + new)
+
+    def _emit(self, text: str) -> str:
         if not self._stops:
             self._held = ""
-            return text
-        cut = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self.stopped = True
-            self._held = ""
-            return text[:cut]
-        keep = _longest_partial_stop(text, self._stops)
-        self._held = text[len(text) - keep :] if keep else ""
-        return text[: len(text) - keep]
+        else:
+            cut = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
+            if cut >= 0:
+                self.stopped = True
+                self._held = ""
+                text = text[:cut]
+            else:
+                keep = _longest_partial_stop(text, self._stops)
+                self._held = text[len(text) - keep :] if keep else ""
+                text = text[: len(text) - keep]
+        self.emitted += len(text)
+        return text
 
     def finish(self) -> str:
         """Flush what was held back once generation ended without a stop string."""
         if self.stopped:
             return ""
-        tail = self._held + self._decoder.decode(b"", final=True)
+        new = self._decoder.decode(b"", final=True)
+        self.decoded += len(new)
+        tail = self._held + new
         self._held = ""
+        self.emitted += len(tail)
         return tail

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from gateway.attestation.quotes import SnpReport
+from confidential_common.tee.quotes import SnpReport
 
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 _HWID_OID = x509.ObjectIdentifier("1.3.6.1.4.1.3704.1.4")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from gateway.attestation.quotes import SnpReport, TdxQuote
+from confidential_common.tee.quotes import SnpReport, TdxQuote
 
 SNP_POLICY_DEBUG = 1 << 19
 TDX_ATTRIBUTE_DEBUG = 1 << 0

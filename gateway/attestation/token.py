@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.attestation.keys import SIGNING_ALG, SigningKey
+from confidential_common.tee.keys import SIGNING_ALG, SigningKey
 
 # A stream's token rides its usage chunk when the client asked for usage; otherwise this SSE
 # comment line carries it (``: attestation_token <JWS>``), which every SSE parser skips.

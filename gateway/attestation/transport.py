@@ -6,14 +6,16 @@
 
 Before the first request the transport fetches ``/v1/attestation`` with a fresh nonce and
 verifies it. Every response must then come over a TLS connection whose certificate key is the
-one the evidence binds. Each chat completion request carries a fresh ``X-Attestation-Nonce``;
+one the evidence binds. Each request to a signed endpoint (chat, completions, embeddings,
+responses) carries a fresh ``X-Attestation-Nonce``;
 its token must be signed by the attested key and cover exactly the request bytes sent and
 the response bytes received. A plain response is checked before it is returned; a stream is
 checked when its token chunk arrives, and ``VerificationError`` is raised from the stream if
 anything is wrong (so act on streamed text only once the stream completed). A stream that
 reaches ``data: [DONE]`` or its end without a valid token raises before that ``[DONE]`` is
 handed on (the OpenAI SDK stops reading there), and so does anything but ``[DONE]`` after the
-token, which the token does not cover.
+token, which the token does not cover. A Responses API stream has no ``[DONE]``: its token
+comment follows the terminal event, and the stream's end is where a missing token raises.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from gateway.attestation.verifier import (
 
 TOKEN_HEADER = "x-attestation-token"
 NONCE_HEADER = "x-attestation-nonce"
-ATTESTED_PATH = "/chat/completions"
+# Every endpoint whose answers the gateway signs (chat, legacy completions, embeddings,
+# responses); other routes (models, evidence) carry no response token.
+ATTESTED_PATHS = ("/chat/completions", "/completions", "/embeddings", "/responses")
 # A "data: [DONE]" line however the lines are broken (SSE accepts CR, LF and CRLF).
 _DONE_LINE = re.compile(rb"(?:^|[\r\n])data: ?\[DONE\]")
 _DONE_LINE_MAX = len(b"\r\ndata: [DONE]")
@@ -88,7 +92,7 @@ class _Verifier:
             raise VerificationError("the TLS key of this connection is not the attested one")
 
     def prepare(self, request: httpx.Request) -> tuple[str, bytes] | None:
-        if not request.url.path.endswith(ATTESTED_PATH):
+        if request.method != "POST" or not request.url.path.endswith(ATTESTED_PATHS):
             return None
         nonce = secrets.token_urlsafe(24)
         request.headers[NONCE_HEADER] = nonce

@@ -33,7 +33,7 @@ from jwcrypto.common import JWException
 from jwcrypto.jwk import JWK
 from jwcrypto.jws import JWS
 
-from gateway.attestation.keys import (
+from confidential_common.tee.keys import (
     SIGNING_ALG,
     KeySet,
     b64url_decode,
@@ -41,7 +41,7 @@ from gateway.attestation.keys import (
     jwk_public_key,
     report_data_for,
 )
-from gateway.attestation.quotes import EvidenceFormatError, parse_snp_report, parse_tdx_quote
+from confidential_common.tee.quotes import EvidenceFormatError, parse_snp_report, parse_tdx_quote
 from gateway.attestation.snp_verify import SnpVerificationError, verify_snp_report
 from gateway.attestation.tdx_verify import (
     ACCEPTED_STATUSES,

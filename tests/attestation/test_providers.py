@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.attestation.keys import report_data_for
-from gateway.attestation.providers import (
+from confidential_common.tee.keys import report_data_for
+from confidential_common.tee.providers import (
     AttestationUnavailable,
     ConfigfsTsmProvider,
     SimulatedProvider,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.attestation.keys import KeySet, SigningKey
-from gateway.attestation.quotes import parse_snp_report, parse_tdx_quote
+from confidential_common.tee.keys import KeySet, SigningKey
+from confidential_common.tee.quotes import parse_snp_report, parse_tdx_quote
 from gateway.attestation.snp_verify import SnpVerificationError, verify_snp_report
 from gateway.attestation.tee_policy import (
     DEFAULT_SNP_MIN_TCB,

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.attestation.providers import SimulatedProvider
+from confidential_common.tee.providers import SimulatedProvider
 from gateway.attestation.service import AttestationService
 from gateway.attestation.token import ResponseFacts
 from gateway.attestation.verifier import (
@@ -226,7 +226,7 @@ def test_an_hs256_token_keyed_with_the_public_key_is_refused(
 def test_a_token_signed_by_another_key_under_the_attested_kid_is_refused(
     service: AttestationService, gateway: VerifiedGateway
 ) -> None:
-    from gateway.attestation.keys import SigningKey
+    from confidential_common.tee.keys import SigningKey
 
     impostor = SigningKey()
     header = json.dumps({"alg": "ES256", "typ": "JWT", "kid": gateway.kid}, separators=(",", ":"))
@@ -251,7 +251,7 @@ def test_token_bytes_keep_their_format(service: AttestationService) -> None:
 def test_jwks_is_the_public_signing_key_with_its_rfc7638_thumbprint(
     service: AttestationService,
 ) -> None:
-    from gateway.attestation.keys import canonical_json
+    from confidential_common.tee.keys import canonical_json
 
     (key,) = service.jwks()["keys"]
     assert "d" not in key

@@ -21,7 +21,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.attestation.providers import SimulatedProvider
+from confidential_common.tee.providers import SimulatedProvider
+from confidential_common.tls import self_signed
 from gateway.attestation.service import AttestationService
 from gateway.attestation.token import STREAM_TOKEN_COMMENT, ResponseFacts
 from gateway.attestation.transport import (
@@ -35,7 +36,6 @@ from gateway.attestation.verifier import (
     VerificationPolicy,
     spki_sha256_of_der_certificate,
 )
-from gateway.tls import self_signed
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::gateway.attestation.verifier.SimulatedEvidenceWarning"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.attestation.quotes import (
+from confidential_common.tee.quotes import (
     EvidenceFormatError,
     parse_snp_report,
     parse_tdx_quote,

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.attestation.providers import code_measurement
+from confidential_common.tee.providers import code_measurement
 from gateway.auth import hash_key
 from tests.gateway.conftest import KEY, RunningGateway, free_port, start_gateway, stop_gateway
 
@@ -83,7 +83,8 @@ def cluster(
 ) -> Iterator[tuple[RunningGateway, list[RemoteEngine]]]:
     tmp = tmp_path_factory.mktemp("remote")
     engines = [start_engine(tmp, f"engine-{i}") for i in range(3)]
-    measurement = code_measurement([ROOT / "gateway", ROOT / "enclave_backend"])
+    # What the engine process runs: its own package and the one it shares with the gateway.
+    measurement = code_measurement([ROOT / "enclave_backend", ROOT / "confidential_common"])
 
     def attested(engine: RemoteEngine, expected: str) -> dict:
         return {

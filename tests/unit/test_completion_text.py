@@ -49,3 +49,15 @@ def test_holds_back_only_what_could_still_become_a_stop() -> None:
     text = CompletionText(stops=["<|end|>"])
     assert text.push(b"a < b and <|") == "a < b and "
     assert text.push(b"x") == "<|x"
+
+
+def test_counts_decoded_and_emitted_characters_for_token_offsets() -> None:
+    text = CompletionText(stops=["END"])
+    assert text.push(b"ab") == "ab"
+    assert (text.decoded, text.emitted) == (2, 2)
+    assert text.push("é".encode()[:1]) == ""  # half a character decodes to nothing yet
+    assert (text.decoded, text.emitted) == (2, 2)
+    assert text.push("é".encode()[1:] + b" E") == "é "
+    assert (text.decoded, text.emitted) == (5, 4)  # "E" may still start the stop
+    assert text.push(b"ND") == ""
+    assert text.stopped and text.emitted == 4

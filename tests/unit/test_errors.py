@@ -1,8 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
+from confidential_common.errors import from_validation_error
 from enclave_backend.protocol import ChatCompletionRequest
-from gateway.errors import from_validation_error
 
 
 def error_for(body: dict) -> dict:
@@ -42,7 +42,7 @@ def test_unknown_parameter_that_is_not_an_identifier_is_not_echoed() -> None:
 
 
 def test_a_client_key_that_is_a_secret_or_a_name_is_never_echoed() -> None:
-    from gateway.app import echoable_parameter
+    from gateway.endpoints.parsing import echoable_parameter
     from gateway.protocol import ChatCompletionRequest
 
     for key in ("AKIAIOSFODNN7EXAMPLE", "margaret_thornton", "sk_live_51h8abcdef", "sarah"):

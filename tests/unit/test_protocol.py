@@ -1,3 +1,6 @@
+import pytest
+from pydantic import ValidationError
+
 from enclave_backend.protocol import ChatCompletionRequest
 
 
@@ -34,6 +37,15 @@ def test_multi_part_text_content_is_joined_and_developer_is_system() -> None:
     assert message.for_template() == {"role": "system", "content": "ab"}
 
 
-def test_logprobs_is_reported_as_unsupported() -> None:
-    assert request(logprobs=True).unsupported_parameter() == "logprobs"
-    assert request(logprobs=False).unsupported_parameter() is None
+def test_top_logprobs_asked_only_with_logprobs_true() -> None:
+    assert request(logprobs=True).top_logprobs_asked() == 0
+    assert request(logprobs=True, top_logprobs=5).top_logprobs_asked() == 5
+    assert request(logprobs=False).top_logprobs_asked() is None
+    assert request().top_logprobs_asked() is None
+
+
+def test_top_logprobs_without_logprobs_or_past_20_is_refused() -> None:
+    with pytest.raises(ValidationError, match="requires 'logprobs'"):
+        request(top_logprobs=2)
+    with pytest.raises(ValidationError):
+        request(logprobs=True, top_logprobs=21)

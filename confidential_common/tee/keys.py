@@ -1,6 +1,7 @@
 """The signing key, the key set the evidence binds, and that binding.
 
-At start-up the gateway generates an ES256 (P-256) key pair in memory; it is never written.
+At start-up a gateway (or an engine's remote face) generates an ES256 (P-256) key pair in
+memory; it is never written.
 JOSE (JWK export, JWS signing) goes through jwcrypto.
 The key set is the signing key's JWK plus the SHA-256 of the TLS certificate's
 SubjectPublicKeyInfo; its digest, with the verifier's nonce, is what the hardware report's

@@ -24,8 +24,8 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.attestation.keys import b64url, canonical_json
-from gateway.attestation.quotes import EvidenceFormatError, parse_snp_report, parse_tdx_quote
+from confidential_common.tee.keys import b64url, canonical_json
+from confidential_common.tee.quotes import EvidenceFormatError, parse_snp_report, parse_tdx_quote
 
 CONFIGFS_TSM = Path("/sys/kernel/config/tsm/report")
 SIMULATED_WARNING = "SIMULATED EVIDENCE: no hardware TEE vouches for this key. Not for production."
@@ -115,7 +115,7 @@ class ConfigfsTsmProvider:
         if len(report_data) != 64:
             raise ValueError("report data must be 64 bytes")
         for _ in range(_MAX_ATTEMPTS):
-            entry = self._base / f"gateway-{uuid.uuid4().hex}"
+            entry = self._base / f"report-{uuid.uuid4().hex}"
             try:
                 self._fs.mkdir(entry)
             except OSError as exc:
