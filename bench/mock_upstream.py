@@ -1,10 +1,11 @@
 """An OpenAI-compatible upstream that answers instantly with a fixed completion.
 
-    python bench/mock_upstream.py --port 9000
+    python -m bench.mock_upstream --port 9000
 
 A bare ASGI app (no framework) so it stays far faster than anything measured through it.
-``POST /v1/chat/completions`` answers JSON, or SSE when ``"stream": true`` (the body is
-only scanned for that flag); ``GET /v1/models`` answers a one-model list.
+``POST /v1/chat/completions`` and ``/v1/completions`` answer JSON, or SSE when
+``"stream": true`` (the body is only scanned for that flag); ``POST /v1/embeddings`` answers
+one fixed vector; ``GET /v1/models`` answers a one-model list.
 """
 
 from __future__ import annotations
@@ -55,6 +56,40 @@ STREAM = (
     + _chunk({}, "stop")
 )
 STREAM_USAGE = _chunk({}, None, USAGE)
+TEXT_COMPLETION = json.dumps(
+    {
+        "id": "cmpl-mock",
+        "object": "text_completion",
+        "created": 0,
+        "model": "mock",
+        "choices": [
+            {"index": 0, "text": "".join(WORDS), "logprobs": None, "finish_reason": "stop"}
+        ],
+        "usage": USAGE,
+    }
+).encode()
+TEXT_STREAM = b"".join(
+    b"data: "
+    + json.dumps(
+        {
+            "id": "cmpl-mock",
+            "object": "text_completion",
+            "created": 0,
+            "model": "mock",
+            "choices": [{"index": 0, "text": w, "logprobs": None, "finish_reason": None}],
+        }
+    ).encode()
+    + b"\n\n"
+    for w in WORDS
+)
+EMBEDDING = json.dumps(
+    {
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.6, 0.8]}],
+        "model": "mock",
+        "usage": {"prompt_tokens": 4, "total_tokens": 4},
+    }
+).encode()
 MODELS = json.dumps({"object": "list", "data": [{"id": "mock", "object": "model"}]}).encode()
 
 
@@ -67,9 +102,19 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
+    streaming = b'"stream":true' in body.replace(b" ", b"")
     if scope["path"].endswith("/models"):
         payload, content_type = MODELS, b"application/json"
-    elif b'"stream":true' in body.replace(b" ", b""):
+    elif scope["path"].endswith("/embeddings"):
+        payload, content_type = EMBEDDING, b"application/json"
+    elif scope["path"].endswith("/v1/completions") and streaming:
+        payload = (
+            TEXT_STREAM + (STREAM_USAGE if b"include_usage" in body else b"") + b"data: [DONE]\n\n"
+        )
+        content_type = b"text/event-stream"
+    elif scope["path"].endswith("/v1/completions"):
+        payload, content_type = TEXT_COMPLETION, b"application/json"
+    elif streaming:
         payload = STREAM + (STREAM_USAGE if b"include_usage" in body else b"") + b"data: [DONE]\n\n"
         content_type = b"text/event-stream"
     else:
@@ -88,7 +133,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)

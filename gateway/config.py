@@ -192,6 +192,12 @@ class LocalDeployment(_Section):
     # cache is reused only by the key that sent it, so cached_tokens reveals no other key's
     # prompts; a prefix listed here is by definition not secret between keys.
     shareable_prefixes: list[str] = Field(default_factory=list)
+    # An embedding model: the engine serves /v1/embeddings (pooled, normalized) and nothing else.
+    embedding: bool = False
+
+    @property
+    def upstream_kind(self) -> Literal["local"]:
+        return "local"
 
 
 class RemoteAttestationConfig(_Section):
@@ -227,6 +233,11 @@ class RemoteDeployment(_Section):
         return self
 
     @property
+    def upstream_kind(self) -> Literal["remote", "attested-remote"]:
+        """An attested remote is its own kind: trusted through evidence, not a CA."""
+        return "attested-remote" if self.attestation is not None else "remote"
+
+    @property
     def in_guest_equivalent(self) -> bool:
         """An attested engine runs in a verified TEE: prompts stay inside confidential VMs."""
         return self.attestation is not None
@@ -250,6 +261,10 @@ class LiteLLMDeployment(_Section):
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
     # Provider-specific settings passed through, e.g. {api_version: "2024-10-21"} for Azure.
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @property
+    def upstream_kind(self) -> Literal["litellm"]:
+        return "litellm"
 
     @field_validator("model")
     @classmethod

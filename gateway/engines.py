@@ -62,8 +62,12 @@ def engine_command(
         "--queue",
         str(deployment.queue),
     ]
+    if deployment.embedding:
+        command.append("--embedding")
     if deployment.model_path is not None:
         command += ["--model", str(deployment.model_path)]
+    elif deployment.embedding:
+        pass  # the packaged embedding model (enclave_backend.embedding_model)
     else:
         command += [
             "--model-package",

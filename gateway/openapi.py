@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
-from gateway.protocol import ChatCompletionRequest
+from pydantic import BaseModel
+
+
+class Documented(Protocol):
+    """What an endpoint says about itself for this document."""
+
+    wire_model: type[BaseModel]
+    operation_id: str
+    answer: str  # the 200 response's description
+
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -31,13 +41,14 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
-def openapi_document(version: str) -> dict[str, Any]:
-    request_schema = ChatCompletionRequest.model_json_schema(
-        by_alias=True, ref_template="#/components/schemas/{model}"
-    )
-    components = request_schema.pop("$defs", {})
-    components["ChatCompletionRequest"] = request_schema
-    components["Error"] = ERROR_SCHEMA
+def openapi_document(version: str, endpoints: Mapping[str, Documented]) -> dict[str, Any]:
+    components: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    for endpoint in endpoints.values():
+        schema = endpoint.wire_model.model_json_schema(
+            by_alias=True, ref_template="#/components/schemas/{model}"
+        )
+        components.update(schema.pop("$defs", {}))
+        components[endpoint.wire_model.__name__] = schema
     errors = {
         "400": _error("The request is invalid; the message names the parameter."),
         "401": _error("Missing or incorrect API key."),
@@ -55,30 +66,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": {
-            "/v1/chat/completions": {
-                "post": {
-                    "operationId": "createChatCompletion",
-                    "security": [{"bearer": []}],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "A chat completion, or an SSE stream of chunks.",
-                            "content": {
-                                "application/json": {"schema": {"type": "object"}},
-                                "text/event-stream": {"schema": {"type": "string"}},
-                            },
-                        },
-                        **errors,
-                    },
-                }
-            },
+            **{path: _operation(e, errors) for path, e in endpoints.items()},
             "/v1/models": {
                 "get": {
                     "operationId": "listModels",
@@ -161,4 +149,31 @@ def openapi_document(version: str) -> dict[str, Any]:
                 }
             },
         },
+    }
+
+
+def _operation(endpoint: Documented, errors: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": endpoint.operation_id,
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{endpoint.wire_model.__name__}"}
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": endpoint.answer,
+                    "content": {
+                        "application/json": {"schema": {"type": "object"}},
+                        "text/event-stream": {"schema": {"type": "string"}},
+                    },
+                },
+                **errors,
+            },
+        }
     }

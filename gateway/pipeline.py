@@ -1,80 +1,57 @@
-"""The chat completion pipeline between validation and the response.
+"""The pipeline between an endpoint's validated request and its response.
 
-    validated request -> stages' on_request (in order) -> router -> upstream
+    exchange -> stages' on_request (in order) -> router -> upstream (exchange.operation)
     response <- stages' on_completion / on_stream (in reverse order) <- upstream
 
-A stage sees what the previous one produced and nothing after it. The PII and signing
-stages (later issues) plug in here; today the list holds usage accounting only.
+A stage sees what the previous one produced and nothing after it: PII tokenize/restore and
+usage accounting. Every endpoint runs the same stages; the endpoint shapes what the client
+gets, and the lifecycle signs it (``gateway.lifecycle``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 from opentelemetry import trace
 
-from gateway.config import APIKeyConfig
-from gateway.protocol import ChatCompletionRequest
-from gateway.ratelimit import TokenCharge
-from gateway.router import Routed, Router
+from gateway.exchange import Exchange
 from gateway.telemetry import tracer
-from gateway.upstream import Tenant
+from gateway.upstreams.router import Router
 
 Chunk = dict[str, Any]
 
 
-@dataclass
-class ChatExchange:
-    """One request on its way through the pipeline.
-
-    ``body_bytes`` are the exact bytes received; ``request`` is their validated form and is
-    never re-parsed; ``upstream_body`` is what the router will send, and is the only thing
-    request stages change.
-    """
-
-    request_id: str
-    key: APIKeyConfig
-    body_bytes: bytes
-    request: ChatCompletionRequest
-    upstream_body: dict[str, Any]
-    routed: Routed | None = None
-    tenant: Tenant | None = None
-    # Tokens held against the key's per-minute limit until the usage is known.
-    tokens_reserved: TokenCharge | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
-
-
-class ChatStage(Protocol):
+class Stage(Protocol):
     name: str  # names the stage's spans
 
-    async def on_request(self, exchange: ChatExchange) -> None: ...
+    async def on_request(self, exchange: Exchange) -> None: ...
 
-    async def on_completion(self, exchange: ChatExchange, completion: Chunk) -> Chunk: ...
+    async def on_completion(self, exchange: Exchange, completion: Chunk) -> Chunk: ...
 
     def on_stream(
-        self, exchange: ChatExchange, chunks: AsyncIterator[Chunk]
+        self, exchange: Exchange, chunks: AsyncIterator[Chunk]
     ) -> AsyncIterator[Chunk]: ...
 
 
-class ChatPipeline:
-    def __init__(self, router: Router, stages: list[ChatStage]) -> None:
+class Pipeline:
+    def __init__(self, router: Router, stages: list[Stage]) -> None:
         self._router = router
         self._stages = stages
 
-    async def _requests(self, exchange: ChatExchange) -> None:
+    async def _requests(self, exchange: Exchange) -> None:
         for stage in self._stages:
             with tracer.start_as_current_span(f"{stage.name}.request"):
                 await stage.on_request(exchange)
 
-    async def complete(self, exchange: ChatExchange) -> Chunk:
+    async def complete(self, exchange: Exchange) -> Chunk:
         await self._requests(exchange)
         with tracer.start_as_current_span("upstream") as span:
             completion, exchange.routed = await self._router.complete(
-                exchange.request.model,
+                exchange.model,
+                exchange.operation,
                 exchange.upstream_body,
                 request_id=exchange.request_id,
                 tenant=exchange.tenant,
@@ -86,14 +63,15 @@ class ChatPipeline:
         return completion
 
     @asynccontextmanager
-    async def stream(self, exchange: ChatExchange) -> AsyncIterator[AsyncIterator[Chunk]]:
+    async def stream(self, exchange: Exchange) -> AsyncIterator[AsyncIterator[Chunk]]:
         """Chunks for the client; leaving the context closes the upstream stream."""
         await self._requests(exchange)
         span = tracer.start_span("upstream")
         try:
             with trace.use_span(span, end_on_exit=False):
                 stream = self._router.stream(
-                    exchange.request.model,
+                    exchange.model,
+                    exchange.operation,
                     exchange.upstream_body,
                     request_id=exchange.request_id,
                     tenant=exchange.tenant,

@@ -9,8 +9,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-MAX_CHOICES = 8
-MAX_STOP_SEQUENCES = 16
+from confidential_common.wire_limits import (
+    MAX_CHOICES,
+    MAX_STOP_SEQUENCES,
+    MAX_TOP_LOGPROBS,
+    SchemaName,
+)
 
 
 class _Wire(BaseModel):
@@ -203,7 +207,7 @@ REFUSED_PARAMETERS = {
 
 
 class JsonSchemaFormat(_Wire):
-    name: Annotated[str, Field(min_length=1, max_length=64)]
+    name: SchemaName
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
@@ -256,7 +260,7 @@ class ChatCompletionRequest(_Wire):
     min_p: Probability | None = None
     repeat_penalty: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
     logprobs: bool | None = None
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     modalities: list[Literal["text", "audio"]] | None = None
     # Accepted and ignored (IGNORED_PARAMETERS).
     metadata: dict[MetadataKey, MetadataValue] | None = None
@@ -286,21 +290,8 @@ class ChatCompletionRequest(_Wire):
                 "{why}",
                 {"why": "audio output is not supported by this gateway", "param": "modalities"},
             )
-        if self.logprobs:
-            raise PydanticCustomError(
-                "unsupported_parameter",
-                "{why}",
-                {"why": "this gateway does not return log probabilities yet", "param": "logprobs"},
-            )
-        if self.top_logprobs:
-            raise PydanticCustomError(
-                "unsupported_parameter",
-                "{why}",
-                {
-                    "why": "this gateway does not return log probabilities yet",
-                    "param": "top_logprobs",
-                },
-            )
+        if self.top_logprobs is not None and not self.logprobs:
+            raise _invalid("top_logprobs", "'top_logprobs' requires 'logprobs' to be true")
         return self
 
     @model_validator(mode="after")
@@ -334,7 +325,7 @@ class ChatCompletionRequest(_Wire):
             mode="json",
             exclude_unset=True,
             by_alias=True,
-            exclude=set(IGNORED_PARAMETERS | {"modalities", "logprobs", "top_logprobs"}),
+            exclude=set(IGNORED_PARAMETERS | {"modalities"}),
         )
         if body.get("stream_options"):
             body["stream_options"].pop("include_obfuscation", None)

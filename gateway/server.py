@@ -9,37 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import uvicorn
 from prometheus_client import start_http_server
 
+from confidential_common.tee.providers import AttestationUnavailable, select_provider
+from confidential_common.tls import TLSIdentity, TLSSetupError
 from gateway import __version__
 from gateway.app import GatewayApp
-from gateway.attestation.providers import AttestationUnavailable, select_provider
 from gateway.attestation.service import AttestationService
-from gateway.attested_remote import AttestedRemoteUpstream
 from gateway.auth import APIKeyStore, AuthFailureGuard
-from gateway.config import GatewayConfig, LiteLLMDeployment, LocalDeployment, RemoteDeployment
-from gateway.engines import EngineProcess, EngineStartError, engine_command
+from gateway.config import GatewayConfig
+from gateway.engines import EngineProcess, EngineStartError
 from gateway.listener import ConnectionLimits, GatewayServer
 from gateway.pii.detector import DetectionError, PIIDetector, ner_available
 from gateway.pii.policy import effective_policies
 from gateway.pii.stage import PIIStage
-from gateway.pipeline import ChatPipeline
+from gateway.pipeline import Pipeline
 from gateway.ratelimit import RateLimiter
-from gateway.router import Group, Member, Router
 from gateway.summary import startup_summary
 from gateway.telemetry import GatewayMetrics, configure_tracing
-from gateway.tls import TLSIdentity, TLSSetupError, load_identity
-from gateway.upstream import OpenAIUpstream
+from gateway.tls import load_identity
+from gateway.upstreams.router import Router
+from gateway.upstreams.topology import TopologyError, build_topology
 from gateway.usage import UsageAccounting
 
 log = logging.getLogger("gateway")
@@ -49,159 +45,10 @@ class StartupError(Exception):
     """The gateway cannot start; the message says why and what to change."""
 
 
-@dataclass
-class Topology:
-    groups: dict[str, Group]
-    engines: list[EngineProcess]
-    attested: list[AttestedRemoteUpstream]
-
-
-def _secret_from_env(name: str | None, where: str) -> str | None:
-    if name is None:
-        return None
-    value = os.environ.get(name)
-    if not value:
-        raise StartupError(f"{where}.api_key_env: environment variable {name} is not set")
-    return value
-
-
-def _readiness(engine: EngineProcess) -> Callable[[], bool]:
-    return lambda: engine.serving
-
-
-def _verified(remote: AttestedRemoteUpstream) -> Callable[[], bool]:
-    return lambda: remote.verified
-
-
-def _weights(engine: EngineProcess) -> Callable[[], str | None]:
-    return lambda: engine.weights_sha256
-
-
-def _remote_verify(deployment: RemoteDeployment) -> ssl.SSLContext | bool:
-    if deployment.ca_file is None:
-        return True
-    try:
-        return ssl.create_default_context(cafile=str(deployment.ca_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise StartupError(f"cannot load ca_file {deployment.ca_file}: {exc}") from None
-
-
-def build_topology(config: GatewayConfig) -> Topology:
-    local_replicas = sum(
-        d.replicas for m in config.models for d in m.deployments if isinstance(d, LocalDeployment)
-    )
-    threads = max(1, (os.cpu_count() or 1) // max(1, local_replicas))
-    engines: list[EngineProcess] = []
-    attested: list[AttestedRemoteUpstream] = []
-    groups: dict[str, Group] = {}
-    for model in config.models:
-        members: list[Member] = []
-        for index, deployment in enumerate(model.deployments):
-            if isinstance(deployment, LocalDeployment):
-                for replica in range(deployment.replicas):
-                    name = f"{model.name}/local-{index}.{replica}"
-                    socket = (
-                        config.run_dir.resolve()
-                        / "engines"
-                        / f"{model.name}-{index}-{replica}.sock"
-                    )
-                    engine = EngineProcess(
-                        name,
-                        command=engine_command(
-                            deployment, served_name=model.name, socket=socket, threads=threads
-                        ),
-                        socket=socket,
-                        log_path=config.run_dir / "engines" / f"{model.name}-{index}-{replica}.log",
-                        supervision=config.engines,
-                    )
-                    engines.append(engine)
-                    upstream = OpenAIUpstream(
-                        name,
-                        base_url="http://engine/v1",
-                        model=model.name,
-                        transport=httpx.AsyncHTTPTransport(uds=str(socket)),
-                        connect_timeout_s=config.routing.connect_timeout_s,
-                        forward_tenant=True,
-                    )
-                    members.append(
-                        Member(
-                            upstream,
-                            is_ready=_readiness(engine),
-                            kind="local",
-                            in_guest=True,
-                            weights_sha256=_weights(engine),
-                        )
-                    )
-            elif isinstance(deployment, LiteLLMDeployment):
-                from gateway.litellm_upstream import LiteLLMUpstream, provider_of
-
-                provider = provider_of(deployment.model)
-                members.append(
-                    Member(
-                        LiteLLMUpstream(
-                            f"{model.name}/{provider}-{index}",
-                            model=deployment.model,
-                            served_model=model.name,
-                            api_base=deployment.api_base,
-                            api_key=_secret_from_env(
-                                deployment.api_key_env, f"models[{model.name}].deployments[{index}]"
-                            ),
-                            timeout_s=deployment.timeout_s,
-                            params=dict(deployment.params),
-                        ),
-                        kind="external",
-                        in_guest=False,
-                        provider=provider,
-                    )
-                )
-            elif deployment.attestation is not None:
-                remote = AttestedRemoteUpstream(
-                    f"{model.name}/attested-{index}",
-                    base_url=deployment.base_url,
-                    model=deployment.model or model.name,
-                    config=deployment.attestation,
-                    timeout_s=deployment.timeout_s,
-                    connect_timeout_s=config.routing.connect_timeout_s,
-                )
-                attested.append(remote)
-                members.append(
-                    Member(
-                        remote,
-                        is_ready=_verified(remote),
-                        kind="attested-remote",
-                        in_guest=False,
-                        attested=True,
-                    )
-                )
-            else:
-                api_key = None
-                if deployment.api_key_env is not None:
-                    api_key = os.environ.get(deployment.api_key_env)
-                    if not api_key:
-                        raise StartupError(
-                            f"models[{model.name}].deployments[{index}].api_key_env: "
-                            f"environment variable {deployment.api_key_env} is not set"
-                        )
-                members.append(
-                    Member(
-                        OpenAIUpstream(
-                            f"{model.name}/remote-{index}",
-                            base_url=deployment.base_url,
-                            model=deployment.model or model.name,
-                            api_key=api_key,
-                            verify=_remote_verify(deployment),
-                            timeout_s=deployment.timeout_s,
-                            connect_timeout_s=config.routing.connect_timeout_s,
-                        )
-                    )
-                )
-        groups[model.name] = Group(model.name, members, fallback=model.fallback)
-    return Topology(groups, engines, attested)
-
-
 PACKAGE_ROOTS = [
     Path(__file__).resolve().parent,
     Path(__file__).resolve().parent.parent / "enclave_backend",
+    Path(__file__).resolve().parent.parent / "confidential_common",
 ]
 
 
@@ -277,7 +124,10 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         raise StartupError("api_keys: configure at least one key (`confidential-gateway hash-key`)")
     attestation = build_attestation(config, identity)
     pii = build_pii_stage(config)
-    topology = build_topology(config)
+    try:
+        topology = build_topology(config)
+    except TopologyError as exc:
+        raise StartupError(str(exc)) from None
     await _start_engines(topology.engines)
     # Remote engines are verified before the first request; one that fails stays out.
     await asyncio.gather(*(remote.attest() for remote in topology.attested))
@@ -301,7 +151,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         config.routing,
         on_failure=lambda name: metrics.upstream_errors.labels(name).inc(),
     )
-    pipeline = ChatPipeline(router, [pii, UsageAccounting()])
+    pipeline = Pipeline(router, [pii, UsageAccounting()])
 
     @asynccontextmanager
     async def lifespan(_: object) -> AsyncIterator[None]:
@@ -356,7 +206,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
     )
     server = GatewayServer(listener, ConnectionLimits.of(config.listener))
     print(
-        startup_summary(config, config_path, identity, topology.engines, pii, attestation),
+        startup_summary(config, config_path, identity, topology.summaries, pii, attestation),
         flush=True,
     )
     try:

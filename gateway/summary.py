@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from confidential_common.tls import TLSIdentity
 from gateway.attestation.service import AttestationService
-from gateway.config import GatewayConfig, LiteLLMDeployment, LocalDeployment
-from gateway.engines import EngineProcess
+from gateway.config import GatewayConfig
 from gateway.pii.stage import PIIStage
-from gateway.tls import TLSIdentity
 
 
 def startup_summary(
     config: GatewayConfig,
     config_path: Path,
     identity: TLSIdentity | None,
-    engines: list[EngineProcess],
+    summaries: Mapping[str, Sequence[Callable[[], str]]],
     pii: PIIStage,
     attestation: AttestationService,
 ) -> str:
@@ -47,7 +47,6 @@ def startup_summary(
         "  pii          recognizers + name gazetteers + encodings"
         + (" + NER (spaCy en_core_web_sm)" if pii.uses_ner else "")
     )
-    by_name = {e.name: e for e in engines}
     for model in config.models:
         policy = pii.policy(model.name)
         lines.append(
@@ -56,28 +55,8 @@ def startup_summary(
         )
         if model.pii.mode == "off" and model.leaves_guest:
             lines.append("    WARNING: raw PII may leave this guest on this route (allow_raw_pii)")
-        for index, deployment in enumerate(model.deployments):
-            if isinstance(deployment, LocalDeployment):
-                for replica in range(deployment.replicas):
-                    engine = by_name[f"{model.name}/local-{index}.{replica}"]
-                    weights = (
-                        deployment.model_path
-                        or f"{deployment.model_package}:{deployment.model_file}"
-                    )
-                    lines.append(
-                        f"    local engine pid {engine.pid}, {deployment.slots} slots x "
-                        f"{deployment.ctx_per_slot} tokens, weights {weights}"
-                    )
-            elif isinstance(deployment, LiteLLMDeployment):
-                lines.append(
-                    f"    external provider via litellm: {deployment.model}"
-                    + (f" at {deployment.api_base}" if deployment.api_base else "")
-                    + " (outside this guest; receives tokenized prompts)"
-                )
-            else:
-                lines.append(
-                    f"    remote {deployment.base_url} (model {deployment.model or model.name})"
-                )
+        for line in summaries.get(model.name, ()):
+            lines.append(f"    {line()}")
     if identity is not None:
         lines.append(
             f"  try          curl --cacert {identity.cert_path} -H 'Authorization: Bearer <key>' "

@@ -22,7 +22,7 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -32,11 +32,15 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SimpleSpanProcessor,
 )
+from opentelemetry.trace import Status, StatusCode
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.pii.entities import BUILTIN
+
+if TYPE_CHECKING:
+    from gateway.exchange import RequestRecord
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -103,6 +107,9 @@ def configure_logging(level: str, fmt: str, stream: IO[str] = sys.stderr) -> Non
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
+log = logging.getLogger("gateway.requests")
+
+
 # -- traces ------------------------------------------------------------------------------
 def configure_tracing(
     *,
@@ -132,9 +139,23 @@ def configure_tracing(
     return provider
 
 
-def genai_attributes(model: str, usage: Any, finish_reasons: Iterable[str]) -> dict[str, Any]:
-    """GenAI semantic-convention attributes for a finished chat request."""
-    attributes: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
+# The GenAI semantic conventions' operation names, by endpoint.
+GENAI_OPERATIONS = {
+    "chat": "chat",
+    "responses": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+}
+
+
+def genai_attributes(
+    model: str, usage: Any, finish_reasons: Iterable[str], endpoint: str = "chat"
+) -> dict[str, Any]:
+    """GenAI semantic-convention attributes for a finished request."""
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": GENAI_OPERATIONS.get(endpoint, endpoint),
+        "gen_ai.request.model": model,
+    }
     if isinstance(usage, dict):
         attributes["gen_ai.usage.input_tokens"] = int(usage.get("prompt_tokens") or 0)
         attributes["gen_ai.usage.output_tokens"] = int(usage.get("completion_tokens") or 0)
@@ -190,7 +211,7 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "gateway_requests", "Chat requests", ["model", "status"], registry=r
+            "gateway_requests", "Requests by endpoint", ["model", "status", "endpoint"], registry=r
         )
         self.duration = Histogram(
             "gateway_request_duration_seconds",
@@ -230,10 +251,13 @@ class GatewayMetrics:
         usage: Any,
         first_token_at: float | None,
         pii_counts: dict[str, int] | None,
+        endpoint: str = "chat",
     ) -> None:
         elapsed = time.monotonic() - started
         model = model if model in self._models else OTHER_LABEL
-        self.requests.labels(model, str(status) if 100 <= status <= 599 else OTHER_LABEL).inc()
+        endpoint = endpoint if endpoint in GENAI_OPERATIONS else OTHER_LABEL
+        status_label = str(status) if 100 <= status <= 599 else OTHER_LABEL
+        self.requests.labels(model, status_label, endpoint).inc()
         self.duration.labels(model).observe(elapsed)
         if first_token_at is not None:
             self.ttft.labels(model).observe(first_token_at - started)
@@ -246,3 +270,62 @@ class GatewayMetrics:
                 self.decode_rate.labels(model).observe(completion / elapsed)
         for entity, count in (pii_counts or {}).items():
             self.pii.labels(entity if entity in self._entity_types else OTHER_LABEL).inc(count)
+
+
+# -- one request's finish ----------------------------------------------------------------
+def record_finish(
+    metrics: GatewayMetrics, record: RequestRecord, status: int, error_code: str | None
+) -> None:
+    """Close the request's span, log its line and count it: names, numbers and types only."""
+    exchange = record.exchange
+    model = record.facts.model or "unknown"
+    usage = exchange.usage if exchange else None
+    pii_counts = exchange.pii.counts if exchange and exchange.pii else None
+    span = record.span
+    if span is not None:
+        reasons = exchange.finish_reasons if exchange else ()
+        span.set_attributes(genai_attributes(model, usage, reasons, record.endpoint))
+        span.set_attribute("http.response.status_code", status)
+        span.set_attribute("gateway.request_id", record.facts.request_id)
+        if error_code:
+            span.set_attribute("gateway.error_code", error_code)
+        if record.first_token_at is not None:
+            ttft = round((record.first_token_at - record.started) * 1000, 3)
+            span.set_attribute("gateway.ttft_ms", ttft)
+        if exchange is not None and exchange.engine is not None:
+            span.set_attribute("gateway.engine.queue_ms", exchange.engine.queue_ms)
+            span.set_attribute("gateway.engine.slots", list(exchange.engine.slots))
+        if exchange is not None and exchange.routed is not None:
+            span.set_attribute("gateway.upstream", exchange.routed.upstream)
+            span.set_attribute("gateway.upstream.in_guest", exchange.routed.in_guest)
+        for entity, count in (pii_counts or {}).items():
+            span.set_attribute(f"gateway.pii.{entity}", count)
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+        record.span = None
+    log.info(
+        f"{record.endpoint} request finished",
+        extra={
+            "fields": {
+                "endpoint": record.endpoint,
+                "model": model,
+                "status": status,
+                "error_code": error_code,
+                "duration_ms": round((time.monotonic() - record.started) * 1000, 3),
+                "prompt_tokens": (usage or {}).get("prompt_tokens"),
+                "completion_tokens": (usage or {}).get("completion_tokens"),
+                "upstream": exchange.routed.upstream if exchange and exchange.routed else None,
+                "pii_counts": pii_counts,
+            }
+        },
+    )
+    metrics.observe_request(
+        model=model,
+        status=status,
+        started=record.started,
+        usage=usage,
+        first_token_at=record.first_token_at,
+        pii_counts=pii_counts,
+        endpoint=record.endpoint,
+    )

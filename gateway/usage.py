@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway.pipeline import ChatExchange, Chunk
+from gateway.exchange import EngineFacts, Exchange
+from gateway.pipeline import Chunk
 
 
 def total_tokens(usage: Any) -> int:
@@ -27,37 +28,37 @@ class UsageAccounting:
 
     name = "usage"
 
-    async def on_request(self, exchange: ChatExchange) -> None:
-        if exchange.request.streaming:
+    async def on_request(self, exchange: Exchange) -> None:
+        if exchange.streaming:
             options = dict(exchange.upstream_body.get("stream_options") or {})
             options["include_usage"] = True
             exchange.upstream_body["stream_options"] = options
 
-    async def on_completion(self, exchange: ChatExchange, completion: Chunk) -> Chunk:
-        exchange.notes["engine"] = completion.pop("x_engine", None)
-        exchange.notes["finish_reasons"] = [
-            c.get("finish_reason") for c in completion.get("choices") or ()
+    async def on_completion(self, exchange: Exchange, completion: Chunk) -> Chunk:
+        exchange.engine = EngineFacts.of(completion.pop("x_engine", None))
+        exchange.finish_reasons = [
+            str(c["finish_reason"])
+            for c in completion.get("choices") or ()
+            if isinstance(c, dict) and c.get("finish_reason")
         ]
         usage = completion.get("usage")
-        exchange.notes["usage"] = usage
+        exchange.usage = usage if isinstance(usage, dict) else None
         return completion
 
     async def on_stream(
-        self, exchange: ChatExchange, chunks: AsyncIterator[Chunk]
+        self, exchange: Exchange, chunks: AsyncIterator[Chunk]
     ) -> AsyncIterator[Chunk]:
-        options = exchange.request.stream_options
-        client_wants_usage = options is not None and options.include_usage
-        reasons: list[str] = exchange.notes.setdefault("finish_reasons", [])
+        client_wants_usage = exchange.client_wants_usage
         async for chunk in chunks:
             engine = chunk.pop("x_engine", None)
             if engine is not None:
-                exchange.notes["engine"] = engine
+                exchange.engine = EngineFacts.of(engine)
             for choice in chunk.get("choices") or ():
-                if choice.get("finish_reason"):
-                    reasons.append(choice["finish_reason"])
+                if isinstance(choice, dict) and choice.get("finish_reason"):
+                    exchange.finish_reasons.append(str(choice["finish_reason"]))
             usage = chunk.get("usage")
-            if usage:
-                exchange.notes["usage"] = usage  # the last one counts (running totals)
+            if usage and isinstance(usage, dict):
+                exchange.usage = usage  # the last one counts (running totals)
             if client_wants_usage:
                 yield chunk
                 continue

@@ -22,12 +22,12 @@ import asyncio
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway.config import PIIDetectionConfig
 from gateway.errors import GatewayError, bad_request
+from gateway.exchange import Exchange, PIIReport
 from gateway.pii.coreference import propagate
 from gateway.pii.detector import (
     CancelToken,
@@ -43,11 +43,9 @@ from gateway.pii.policy import RoutePolicy
 from gateway.pii.response import ResponseRestorer, StreamRestoration
 from gateway.pii.vault import LITERAL, PLACEHOLDER, PlaceholderVault, safe_form
 from gateway.pii.walk import Leaf, RequestWalk
-from gateway.pipeline import ChatExchange, Chunk
+from gateway.pipeline import Chunk
 
 log = logging.getLogger("gateway.pii")
-
-CANCEL_NOTE = "cancel"
 
 
 def detection_failed() -> GatewayError:
@@ -101,15 +99,21 @@ class PIIStage:
         return self._policies[model]
 
     # -- request side -----------------------------------------------------------------------
-    async def on_request(self, exchange: ChatExchange) -> None:
-        policy = self._policies[exchange.request.model]
-        exchange.notes["pii"] = {"policy_digest": policy.digest, "mode": policy.mode, "counts": {}}
+    async def on_request(self, exchange: Exchange) -> None:
+        policy = self._policies[exchange.model]
+        report = exchange.pii = PIIReport(policy.digest, policy.mode)
         if policy.mode == "off":
             return
+        if exchange.opaque_input is not None:
+            # Token ids carry text no detector reads: they would pass unscanned (fail closed).
+            raise bad_request(
+                f"'{exchange.opaque_input}' as token ids cannot be checked for personal data, "
+                f"and this route's PII policy is '{policy.mode}'. Send text instead.",
+                param=exchange.opaque_input,
+                code="pii_unscannable_input",
+            )
         walk = RequestWalk.of(exchange.upstream_body)
-        cancel = exchange.notes.get(CANCEL_NOTE)
-        if not isinstance(cancel, CancelToken):
-            cancel = exchange.notes[CANCEL_NOTE] = CancelToken()
+        cancel = exchange.cancel
         started = time.perf_counter()
         try:
             findings = await asyncio.wait_for(
@@ -127,19 +131,19 @@ class PIIStage:
         except BaseException:
             cancel.cancel()  # the request was given up (client gone): stop the work
             raise
-        exchange.notes["pii_detect_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        report.detect_ms = round((time.perf_counter() - started) * 1000, 3)
         relevant = [[f for f in found if f.entity_type in policy.entities] for found in findings]
         texts = [leaf.text for leaf in walk.leaves]
         relevant = propagate(texts, relevant)
         if policy.redact_introduced:
-            exchange.notes["pii_client_strings"] = texts
+            exchange.pii_client_strings = tuple(texts)
         if policy.mode == "block":
             types = sorted({f.entity_type for found in relevant for f in found})
             if types:
                 raise bad_request(
                     "This route does not accept personal data; the request contains: "
                     f"{', '.join(types)}. Remove it, or use a route that tokenizes it.",
-                    param="messages",
+                    param=exchange.text_param,
                     code="pii_blocked",
                 )
             return
@@ -149,9 +153,9 @@ class PIIStage:
             if replacement is not None:
                 leaf.put(replacement)
         walk.finish()
-        exchange.notes["pii"]["counts"] = vault.counts()
+        report.counts = vault.counts()
         if policy.mode == "tokenize":
-            exchange.notes["pii_vault"] = vault
+            exchange.pii_vault = vault
 
     async def _detect(
         self, leaves: list[Leaf], cancel: CancelToken, scope: str
@@ -240,17 +244,19 @@ class PIIStage:
         return "".join(out)
 
     # -- response side ----------------------------------------------------------------------
-    def _redactor(self, exchange: ChatExchange) -> IntroducedRedactor | None:
-        policy = self._policies[exchange.request.model]
+    def _redactor(self, exchange: Exchange) -> IntroducedRedactor | None:
+        policy = self._policies[exchange.model]
         if not policy.redact_introduced or policy.mode == "off":
             return None
-        strings = exchange.notes.get("pii_client_strings") or ()
+        strings = exchange.pii_client_strings
         return IntroducedRedactor(
             self._detector, policy.entities, strings, scope=exchange.key.sha256
         )
 
-    async def on_completion(self, exchange: ChatExchange, completion: Chunk) -> Chunk:
-        vault: PlaceholderVault | None = exchange.notes.get("pii_vault")
+    async def on_completion(self, exchange: Exchange, completion: Chunk) -> Chunk:
+        if exchange.operation == "embeddings":
+            return completion  # vectors: no text comes back, nothing to restore or redact
+        vault = exchange.pii_vault
         redactor = self._redactor(exchange)
         if vault is None and redactor is None:
             return completion
@@ -259,22 +265,21 @@ class PIIStage:
         return restored
 
     async def on_stream(
-        self, exchange: ChatExchange, chunks: AsyncIterator[Chunk]
+        self, exchange: Exchange, chunks: AsyncIterator[Chunk]
     ) -> AsyncIterator[Chunk]:
-        vault: PlaceholderVault | None = exchange.notes.get("pii_vault")
+        vault = exchange.pii_vault
         redactor = self._redactor(exchange)
-        shape = _StreamShape(exchange.request.model)
         if vault is None and redactor is None:
             async for chunk in chunks:
-                yield shape.fill(chunk)
+                yield chunk
             return
         restoration = StreamRestoration(vault or PlaceholderVault(), redactor)
         async for chunk in chunks:
-            yield restoration.chunk(shape.fill(chunk))
+            yield restoration.chunk(chunk)
         for index in restoration.open_choices():
             tail = restoration.tails(index)
             if tail:
-                yield shape.fill({"choices": [{"index": index, **tail, "finish_reason": None}]})
+                yield {"choices": [{"index": index, **tail, "finish_reason": None}]}
 
 
 def _mask(span: Finding, value: str, vault: PlaceholderVault, mode: str, restricted: bool) -> str:
@@ -282,29 +287,3 @@ def _mask(span: Finding, value: str, vault: PlaceholderVault, mode: str, restric
         placeholder = vault.placeholder_for(span.entity_type, value)
         return safe_form(placeholder) if restricted else placeholder
     return f"__pii_{span.entity_type}__" if restricted else f"<{span.entity_type}>"
-
-
-class _StreamShape:
-    """Fills what some upstreams leave out, so every chunk is a valid OpenAI chunk."""
-
-    def __init__(self, model: str) -> None:
-        self._id: str | None = None
-        self._created: int | None = None
-        self._model = model
-        self._roles_sent: set[int] = set()
-
-    def fill(self, chunk: Chunk) -> Chunk:
-        self._id = self._id or chunk.get("id") or f"chatcmpl-{uuid.uuid4().hex}"
-        self._created = self._created or chunk.get("created") or int(time.time())
-        chunk["id"] = chunk.get("id") or self._id
-        chunk["object"] = "chat.completion.chunk"
-        chunk["created"] = chunk.get("created") or self._created
-        chunk["model"] = chunk.get("model") or self._model
-        for choice in chunk.get("choices") or ():
-            index = choice.setdefault("index", 0)
-            delta = choice.setdefault("delta", {})
-            choice.setdefault("finish_reason", None)
-            if index not in self._roles_sent:
-                delta.setdefault("role", "assistant")
-                self._roles_sent.add(index)
-        return chunk

@@ -21,7 +21,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -35,8 +35,13 @@ from gateway.attestation.verifier import (
     spki_sha256_of_der_certificate,
     verify_evidence,
 )
-from gateway.config import RemoteAttestationConfig
-from gateway.upstream import OpenAIUpstream, Tenant, UpstreamError
+from gateway.config import ModelConfig, RemoteAttestationConfig, RemoteDeployment
+from gateway.upstreams.base import Operation, Tenant, UpstreamDescription, UpstreamError
+from gateway.upstreams.openai_http import OpenAIUpstream
+from gateway.upstreams.router import Member
+
+if TYPE_CHECKING:
+    from gateway.upstreams.topology import BuildContext, BuiltMember
 
 log = logging.getLogger("gateway.attested_remote")
 
@@ -166,10 +171,17 @@ class AttestedRemoteUpstream:
         return self._inner
 
     async def complete(
-        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+        self,
+        operation: Operation,
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        tenant: Tenant | None = None,
     ) -> dict[str, Any]:
         try:
-            return await self._require().complete(body, request_id=request_id, tenant=tenant)
+            return await self._require().complete(
+                operation, body, request_id=request_id, tenant=tenant
+            )
         except UpstreamError as exc:
             if exc.retryable and exc.status is None:
                 await self._drop()  # connection-level failure: the key may have changed
@@ -177,10 +189,18 @@ class AttestedRemoteUpstream:
 
     @asynccontextmanager
     async def stream(
-        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+        self,
+        operation: Operation,
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        tenant: Tenant | None = None,
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        inner = self._require()
         try:
-            async with self._require().stream(body, request_id=request_id, tenant=tenant) as events:
+            async with inner.stream(
+                operation, body, request_id=request_id, tenant=tenant
+            ) as events:
                 yield events
         except UpstreamError as exc:
             if exc.retryable and exc.status is None:
@@ -205,3 +225,27 @@ def _peer_certificate(response: httpx.Response) -> bytes:
     if not der:
         raise VerificationError("the remote engine presented no TLS certificate")
     return bytes(der)
+
+
+DESCRIPTION = UpstreamDescription("attested-remote", in_guest=False, attested=True)
+
+
+def build(
+    context: BuildContext, model: ModelConfig, index: int, deployment: RemoteDeployment
+) -> list[BuiltMember]:
+    """An engine in another confidential VM: used only while its evidence checks out."""
+    from gateway.upstreams.topology import BuiltMember
+
+    assert deployment.attestation is not None  # the config's kind says so
+    remote = AttestedRemoteUpstream(
+        f"{model.name}/attested-{index}",
+        base_url=deployment.base_url,
+        model=deployment.model or model.name,
+        config=deployment.attestation,
+        timeout_s=deployment.timeout_s,
+        connect_timeout_s=context.config.routing.connect_timeout_s,
+    )
+    context.attested.append(remote)
+    served = deployment.model or model.name
+    member = Member(remote, DESCRIPTION, is_ready=lambda: remote.verified)
+    return [BuiltMember(member, lambda: f"attested remote {deployment.base_url} (model {served})")]

@@ -1,26 +1,55 @@
-"""The one upstream interface: a chat completion sent to something that speaks OpenAI's API.
+"""The one upstream interface: an OpenAI operation sent to something that speaks OpenAI's API.
 
-Local engines (a Unix socket), remote engines and OpenAI-compatible providers (TLS) are all
-``OpenAIUpstream`` with a different transport; the router never asks which it holds.
+Local engines (a Unix socket), remote engines and OpenAI-compatible providers (TLS) speak the
+wire format over HTTP (``openai_http.OpenAIUpstream``); litellm calls a provider's own API.
+The router never asks which kind it holds.
 
-Boundary, in the style of httpx transports: ``complete`` takes the request JSON and returns
-the response JSON. ``stream`` is an async context manager that yields parsed chunk objects
-until the upstream's ``[DONE]``; leaving the context closes the upstream response, which is
-how a client disconnect reaches the engine and frees its slot. Failures raise
-``UpstreamError``; ``retryable`` is true when the upstream never produced a response, so
+Boundary, in the style of httpx transports: ``complete`` takes the operation and the request
+JSON and returns the response JSON. ``stream`` is an async context manager that yields parsed
+chunk objects until the upstream's ``[DONE]``; leaving the context closes the upstream
+response, which is how a client disconnect reaches the engine and frees its slot. Failures
+raise ``UpstreamError``; ``retryable`` is true when the upstream never produced a response, so
 another upstream may safely be tried.
 """
 
 from __future__ import annotations
 
-import json
-import ssl
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-import httpx
+# The OpenAI operations an upstream serves, named by their path below ``/v1``. The Responses
+# API is served over ``chat/completions`` (the gateway translates), so no upstream needs it.
+Operation = Literal["chat/completions", "completions", "embeddings"]
+STREAMING_OPERATIONS: frozenset[Operation] = frozenset({"chat/completions", "completions"})
+
+# The kind words of config, code and response token alike.
+UpstreamKind = Literal["local", "remote", "attested-remote", "litellm"]
+
+
+@dataclass(frozen=True)
+class UpstreamDescription:
+    """What an upstream is, said once: routing, the start-up summary and the token read it.
+
+    ``in_guest``: prompts stay inside this confidential VM. ``attested``: the upstream's own
+    TEE was verified (an attested remote engine; a local engine shares ours).
+    """
+
+    kind: UpstreamKind
+    in_guest: bool
+    attested: bool
+    provider: str | None = None
+
+    @property
+    def confidential(self) -> bool:
+        """Prompts stay inside verified confidential VMs (this one or an attested one)."""
+        return self.in_guest or self.attested
+
+    @property
+    def scopes_cache_per_tenant(self) -> bool:
+        """Our own engines hear who a request is for and scope their prompt cache by it."""
+        return self.kind in {"local", "attested-remote"}
 
 
 @dataclass(frozen=True)
@@ -45,18 +74,29 @@ TENANT_WEIGHT_HEADER = "x-gateway-tenant-weight"
 class Upstream(Protocol):
     """What the router holds. ``model`` is the id this upstream expects in requests.
 
-    ``tenant`` is for upstreams that schedule per key (local engines); others ignore it.
+    ``tenant`` is for upstreams that schedule per key (our engines); others ignore it.
+    An operation the upstream cannot serve raises a client ``UpstreamError`` (400).
     """
 
     name: str
     model: str
 
     async def complete(
-        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+        self,
+        operation: Operation,
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        tenant: Tenant | None = None,
     ) -> dict[str, Any]: ...
 
     def stream(
-        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+        self,
+        operation: Operation,
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        tenant: Tenant | None = None,
     ) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]: ...
 
     async def probe(self) -> bool: ...
@@ -105,162 +145,19 @@ class UpstreamError(Exception):
         )
 
 
-def _error_body(response: httpx.Response, raw: bytes) -> dict[str, Any] | None:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return body
-    return None
-
-
-class OpenAIUpstream:
-    """Chat completions against ``base_url`` (ending before ``/chat/completions``)."""
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        base_url: str,
-        model: str,
-        transport: httpx.AsyncBaseTransport | None = None,
-        api_key: str | None = None,
-        verify: ssl.SSLContext | bool = True,
-        timeout_s: float = 600.0,
-        connect_timeout_s: float = 5.0,
-        probe_path: str = "/models",
-        max_connections: int = 256,
-        forward_tenant: bool = False,
-    ) -> None:
-        self.name = name
-        self.model = model
-        # Only our own engines hear who a request is for; a provider never does.
-        self._forward_tenant = forward_tenant
-        self._probe_path = probe_path
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            transport=transport,
-            verify=verify,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=64),
-        )
-
-    def _headers(self, request_id: str, tenant: Tenant | None) -> dict[str, str]:
-        headers = {"x-request-id": request_id}
-        if self._forward_tenant and tenant is not None:
-            headers |= tenant.headers()
-        return headers
-
-    async def complete(
-        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
-    ) -> dict[str, Any]:
-        try:
-            response = await self._client.post(
-                "/chat/completions", json=body, headers=self._headers(request_id, tenant)
-            )
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from exc
-        if response.status_code != 200:
-            raise self._status_error(response, response.content)
-        try:
-            result = response.json()
-        except ValueError as exc:
-            raise UpstreamError(
-                f"{self.name}: answered with invalid JSON", retryable=False
-            ) from exc
-        if not isinstance(result, dict):
-            raise UpstreamError(f"{self.name}: answered with a non-object", retryable=False)
-        return self._scoped(result)
-
-    def _scoped(self, answer: dict[str, Any]) -> dict[str, Any]:
-        """An upstream that does not scope its prompt cache per tenant keeps one cache for
-        every key of this gateway: its cached-token count would tell one key what another
-        sent, so it never reaches a client."""
-        if not self._forward_tenant:
-            usage = answer.get("usage")
-            details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
-            if isinstance(details, dict):
-                details.pop("cached_tokens", None)
-        return answer
-
-    @asynccontextmanager
-    async def stream(
-        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
-    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        request = self._client.build_request(
-            "POST", "/chat/completions", json=body, headers=self._headers(request_id, tenant)
-        )
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from exc
-        try:
-            if response.status_code != 200:
-                raise self._status_error(response, await response.aread())
-            yield self._events(response)
-        finally:
-            await response.aclose()
-
-    async def _events(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-        try:
-            async for line in response.aiter_lines():
-                if not line or line.startswith(":"):
-                    continue
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    return
-                try:
-                    event = json.loads(data)
-                except ValueError as exc:
-                    raise UpstreamError(
-                        f"{self.name}: sent an invalid stream event", retryable=False
-                    ) from exc
-                if isinstance(event, dict) and "error" in event and "choices" not in event:
-                    raise UpstreamError(
-                        f"{self.name}: failed mid-stream", retryable=False, body=event
-                    )
-                if not isinstance(event, dict):
-                    raise UpstreamError(f"{self.name}: sent a non-object event", retryable=False)
-                yield self._scoped(event)
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(
-                f"{self.name}: timed out mid-stream", retryable=False, timed_out=True
-            ) from exc
-        except httpx.TransportError as exc:
-            raise UpstreamError(
-                f"{self.name}: connection lost mid-stream", retryable=False
-            ) from exc
-        raise UpstreamError(f"{self.name}: stream ended without [DONE]", retryable=False)
-
-    def _unreachable(self, exc: httpx.TransportError) -> UpstreamError:
-        """Before any response: a timeout is final, a refused or reset connection may retry."""
-        if isinstance(exc, httpx.TimeoutException):
-            return UpstreamError(f"{self.name}: timed out", retryable=False, timed_out=True)
-        return UpstreamError(f"{self.name}: unreachable ({type(exc).__name__})", retryable=True)
-
-    def _status_error(self, response: httpx.Response, raw: bytes) -> UpstreamError:
-        status = response.status_code
-        body = _error_body(response, raw)
-        # 5xx before any output (overloaded, restarting): another upstream may serve it.
-        return UpstreamError(
-            f"{self.name}: answered HTTP {status}",
-            retryable=status >= 500 or status in {408, 429},
-            status=status,
-            body=body,
-        )
-
-    async def probe(self) -> bool:
-        """True when the upstream answers its health route."""
-        try:
-            response = await self._client.get(self._probe_path, timeout=2.0)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
-
-    async def close(self) -> None:
-        await self._client.aclose()
+def unsupported_operation(name: str, operation: Operation) -> UpstreamError:
+    """A request this upstream cannot serve: the client's to change, never a health signal."""
+    message = f"This model does not serve /v1/{operation}."
+    return UpstreamError(
+        f"{name}: {message}",
+        retryable=False,
+        status=400,
+        body={
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": "unsupported_operation",
+            }
+        },
+    )

@@ -19,9 +19,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.upstream import Tenant, UpstreamError
+from gateway.config import LiteLLMDeployment, ModelConfig
+from gateway.upstreams.base import Operation, Tenant, UpstreamDescription, UpstreamError
+from gateway.upstreams.router import Member
+
+if TYPE_CHECKING:
+    from gateway.upstreams.topology import BuildContext, BuiltMember
 
 _DELTA_KEYS = ("role", "content", "tool_calls", "refusal")
 _MESSAGE_KEYS = ("role", "content", "tool_calls", "refusal")
@@ -210,19 +215,61 @@ class LiteLLMUpstream:
             )
         return UpstreamError(f"{self.name}: provider call failed ({kind})", retryable=True)
 
+    def _call(self, operation: Operation) -> Any:
+        """litellm's function for an operation: its chat, text-completion or embedding API."""
+        if operation == "embeddings":
+            return self._litellm.aembedding
+        if operation == "completions":
+            return self._litellm.atext_completion
+        return self._litellm.acompletion
+
     async def complete(
-        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+        self,
+        operation: Operation,
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        tenant: Tenant | None = None,
     ) -> dict[str, Any]:
+        kwargs = self._kwargs(body, stream=False)
+        if operation == "embeddings":
+            kwargs.pop("stream", None)
         try:
-            response = await self._litellm.acompletion(**self._kwargs(body, stream=False))
+            response = await self._call(operation)(**kwargs)
         except Exception as exc:  # litellm raises its own hierarchy; map every one of them
             raise self._error(exc) from None
-        return _completion(response.model_dump(), self._served_model)
+        raw = response.model_dump() if hasattr(response, "model_dump") else dict(response)
+        if operation == "chat/completions":
+            return _completion(raw, self._served_model)
+        raw["model"] = self._served_model
+        return raw
 
     @asynccontextmanager
     async def stream(
-        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+        self,
+        operation: Operation,
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        tenant: Tenant | None = None,
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        if operation != "chat/completions":
+            # litellm's text-completion streams come back in chat shape: not passed off as
+            # legacy chunks. Such a route serves /v1/completions without streaming.
+            raise UpstreamError(
+                f"{self.name}: no {operation} stream",
+                retryable=False,
+                status=400,
+                body={
+                    "error": {
+                        "message": "This model does not stream /v1/completions; send the "
+                        "request without stream.",
+                        "type": "invalid_request_error",
+                        "param": "stream",
+                        "code": "unsupported_parameter",
+                    }
+                },
+            )
         try:
             wrapper = await self._litellm.acompletion(**self._kwargs(body, stream=True))
         except Exception as exc:
@@ -253,3 +300,34 @@ class LiteLLMUpstream:
 
     async def close(self) -> None:
         return None
+
+
+def build(
+    context: BuildContext, model: ModelConfig, index: int, deployment: LiteLLMDeployment
+) -> list[BuiltMember]:
+    """An external provider: outside this guest, so it only ever sees tokenized prompts."""
+    from gateway.upstreams.topology import BuiltMember, secret_from_env
+
+    provider = provider_of(deployment.model)
+    upstream = LiteLLMUpstream(
+        f"{model.name}/{provider}-{index}",
+        model=deployment.model,
+        served_model=model.name,
+        api_base=deployment.api_base,
+        api_key=secret_from_env(
+            deployment.api_key_env, f"models[{model.name}].deployments[{index}]"
+        ),
+        timeout_s=deployment.timeout_s,
+        params=dict(deployment.params),
+    )
+    description = UpstreamDescription("litellm", in_guest=False, attested=False, provider=provider)
+    where = f" at {deployment.api_base}" if deployment.api_base else ""
+    return [
+        BuiltMember(
+            Member(upstream, description),
+            lambda: (
+                f"external provider via litellm: {deployment.model}{where} "
+                "(outside this guest; receives tokenized prompts)"
+            ),
+        )
+    ]

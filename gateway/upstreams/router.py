@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import RoutingConfig
-from gateway.upstream import Tenant, Upstream, UpstreamError
+from gateway.upstreams.base import (
+    Operation,
+    Tenant,
+    Upstream,
+    UpstreamDescription,
+    UpstreamError,
+    unsupported_operation,
+)
 
 log = logging.getLogger("gateway.router")
 
@@ -33,12 +40,13 @@ class Member:
     """One upstream inside a group, with the router's view of its health."""
 
     upstream: Upstream
+    description: UpstreamDescription = field(
+        default_factory=lambda: UpstreamDescription("remote", in_guest=False, attested=False)
+    )
     is_ready: Callable[[], bool] = lambda: True
-    kind: str = "remote"  # "local" | "remote" | "external"
-    in_guest: bool = False
-    provider: str | None = None
-    attested: bool = False
     weights_sha256: Callable[[], str | None] = lambda: None
+    # What it serves: an embedding engine serves embeddings only, a chat engine no embeddings.
+    operations: frozenset[Operation] = frozenset({"chat/completions", "completions", "embeddings"})
     outstanding: int = 0
     consecutive_failures: int = 0
     # Set while the member is taken out; it only returns after a successful probe.
@@ -88,23 +96,26 @@ class Routed:
 
     model_group: str
     upstream: str
-    kind: str
-    in_guest: bool
+    description: UpstreamDescription
     weights_sha256: str | None
-    provider: str | None = None
-    attested: bool = False
 
     @classmethod
     def of(cls, group: Group, member: Member) -> Routed:
-        return cls(
-            group.name,
-            member.name,
-            member.kind,
-            member.in_guest,
-            member.weights_sha256(),
-            member.provider,
-            member.attested or member.in_guest,
-        )
+        return cls(group.name, member.name, member.description, member.weights_sha256())
+
+    @property
+    def in_guest(self) -> bool:
+        return self.description.in_guest
+
+    def claim(self) -> dict[str, Any]:
+        """The response token's ``upstream`` claim."""
+        return {
+            "name": self.upstream,
+            "kind": self.description.kind,
+            "in_guest": self.description.in_guest,
+            "attested": self.description.confidential,
+            "provider": self.description.provider,
+        }
 
 
 class Router:
@@ -131,8 +142,25 @@ class Router:
         now = time.monotonic()
         return {name: group.healthy(now) for name, group in self._groups.items()}
 
-    def _route(self, model: str) -> list[tuple[Group, Member]]:
+    def serves(self, model: str, operation: Operation) -> bool:
+        """Some member of the model's group (or of its fallbacks) serves ``operation``."""
+        return any(operation in m.operations for _, m in self._chain(model))
+
+    def _chain(self, model: str) -> list[tuple[Group, Member]]:
+        members: list[tuple[Group, Member]] = []
+        seen: set[str] = set()
+        name: str | None = model
+        while name is not None and name not in seen and name in self._groups:
+            seen.add(name)
+            group = self._groups[name]
+            members += [(group, m) for m in group.members]
+            name = group.fallback
+        return members
+
+    def _route(self, model: str, operation: Operation) -> list[tuple[Group, Member]]:
         """Members to try, in order: this group's (bounded by retries), then fallbacks'."""
+        if not self.serves(model, operation):
+            raise unsupported_operation(model, operation)
         plan: list[tuple[Group, Member]] = []
         seen: set[str] = set()
         name: str | None = model
@@ -140,7 +168,8 @@ class Router:
         while name is not None and name not in seen:
             seen.add(name)
             group = self._groups[name]
-            plan += [(group, m) for m in group.candidates(now)[: self._config.retries + 1]]
+            able = [m for m in group.candidates(now) if operation in m.operations]
+            plan += [(group, m) for m in able[: self._config.retries + 1]]
             name = group.fallback
         return plan
 
@@ -179,14 +208,23 @@ class Router:
         member.served += 1
 
     async def complete(
-        self, model: str, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+        self,
+        model: str,
+        operation: Operation,
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        tenant: Tenant | None = None,
     ) -> tuple[dict[str, Any], Routed]:
         last: UpstreamError | None = None
-        for group, member in self._route(model):
+        for group, member in self._route(model, operation):
             member.outstanding += 1
             try:
                 result = await member.upstream.complete(
-                    {**body, "model": member.upstream.model}, request_id=request_id, tenant=tenant
+                    operation,
+                    {**body, "model": member.upstream.model},
+                    request_id=request_id,
+                    tenant=tenant,
                 )
             except UpstreamError as exc:
                 if exc.client_error:
@@ -202,7 +240,13 @@ class Router:
 
     @asynccontextmanager
     async def stream(
-        self, model: str, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+        self,
+        model: str,
+        operation: Operation,
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        tenant: Tenant | None = None,
     ) -> AsyncIterator[tuple[AsyncIterator[dict[str, Any]], Routed]]:
         """Open a stream on the first member that produces a first chunk.
 
@@ -210,13 +254,14 @@ class Router:
         next member; after it, failures surface to the caller from the iterator.
         """
         last: UpstreamError | None = None
-        for group, member in self._route(model):
+        for group, member in self._route(model, operation):
             stack = AsyncExitStack()
             member.outstanding += 1
             stack.callback(_decrement, member)
             try:
                 events = await stack.enter_async_context(
                     member.upstream.stream(
+                        operation,
                         {**body, "model": member.upstream.model},
                         request_id=request_id,
                         tenant=tenant,

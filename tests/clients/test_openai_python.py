@@ -262,7 +262,6 @@ def test_standard_parameters_are_accepted_or_refused_by_name(served: RunningGate
     assert accepted.choices[0].message.content is not None
     for refused, param in (
         ({"web_search_options": {}}, "web_search_options"),
-        ({"logprobs": True}, "logprobs"),
         ({"modalities": ["text", "audio"]}, "modalities"),
     ):
         with pytest.raises(openai.BadRequestError) as info:

@@ -1,10 +1,13 @@
-"""Every snippet on the README front page runs, against a gateway served as `make run` does.
+"""Every snippet of the front page and the docs pages that talks to a gateway runs against one
+served as `make run` does.
 
 Python snippets run in a fresh interpreter in a directory laid out like the repository after
 `make run` (``.run/api-key``, ``.run/gateway-cert.pem``), with only the port changed. The
-plain-client snippet runs with ``httpx`` hidden, as in a fresh ``pip install openai`` venv
-(openai 3.x depends on httpx2). Shell snippets run where their tools exist; YAML snippets
-parse, and the ones without placeholders parse as gateway configuration."""
+plain-client snippets run with ``httpx`` hidden, as in a fresh ``pip install openai`` venv
+(openai 3.x depends on httpx2). The curl, `confidential-gateway verify` and `hash-key`
+commands run; the start-up summary shown is the one the gateway prints. Every other snippet
+(YAML, the commands that are only parsed, links, paths, benchmark provenance) is checked in
+``tests/docs/test_pages.py``."""
 
 from __future__ import annotations
 
@@ -15,16 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from gateway.config import parse_config
-from tests.clients.conftest import ROOT
+from tests.docs.pages import Snippet, has_placeholder, shell_commands, snippets
 from tests.gateway.conftest import RunningGateway
 
-README = (ROOT / "README.md").read_text()
-PYTHON = re.findall(r"```python\n(.*?)```", README, re.S)
-SHELL = re.findall(r"```sh\n(.*?)```", README, re.S)
-YAML = re.findall(r"```yaml\n(.*?)```", README, re.S)
+PYTHON = snippets("python")
+SUMMARIES = [s for s in snippets("text") if s.text.startswith("confidential-gateway is serving")]
 HIDE_HTTPX = "import sys\nsys.modules['httpx'] = None  # a fresh `pip install openai` venv\n"
 
 
@@ -36,34 +35,40 @@ def _home(served: RunningGateway) -> Path:
     return served.cert.parent.parent
 
 
-@pytest.mark.parametrize("index", range(len(PYTHON)))
-def test_every_python_snippet_runs(served: RunningGateway, index: int) -> None:
-    snippet = _local(PYTHON[index], served)
-    prelude = "" if "gateway." in snippet else HIDE_HTTPX
+CLI_RUN = re.compile(r"confidential-gateway (verify|hash-key) ")
+
+
+def _runs(command: str) -> bool:
+    if command.startswith("curl "):
+        return True
+    return CLI_RUN.match(command) is not None and not has_placeholder(command)
+
+
+def runnable_commands() -> list[str]:
+    """The commands a test runs: curl, and the CLI's verify and hash-key without placeholders."""
+    return [command for _, command in shell_commands() if _runs(command)]
+
+
+@pytest.mark.parametrize("snippet", PYTHON, ids=str)
+def test_every_python_snippet_runs(served: RunningGateway, snippet: Snippet) -> None:
+    code = _local(snippet.text, served)
+    prelude = "" if "gateway." in code else HIDE_HTTPX
     completed = subprocess.run(
-        [sys.executable, "-c", prelude + snippet],
+        [sys.executable, "-c", prelude + code],
         cwd=_home(served),
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.returncode == 0, (str(snippet), completed.stderr[-3000:])
 
 
-def _commands(block: str) -> list[str]:
-    """Commands of a shell block, continuation lines joined, comments dropped."""
-    joined = re.sub(r"\\\n\s*", " ", block)
-    return [re.sub(r"\s+#.*$", "", line).strip() for line in joined.splitlines() if line.strip()]
-
-
-def test_the_curl_and_verify_snippets_run(served: RunningGateway) -> None:
-    commands = [c for block in SHELL for c in _commands(block)]
+def test_the_curl_verify_and_hash_key_commands_run(served: RunningGateway) -> None:
+    commands = runnable_commands()
     curl = [c for c in commands if c.startswith("curl ")]
-    verify = [c for c in commands if c.startswith("confidential-gateway verify") and "<" not in c]
-    assert curl and verify
-    runnable = [*verify]
-    if shutil.which("curl"):
-        runnable += curl
+    cli = [c for c in commands if c.startswith("confidential-gateway ")]
+    assert curl and any(" verify " in c for c in cli)
+    runnable = cli + (curl if shutil.which("curl") else [])
     for command in runnable:
         command = _local(command, served)
         command = command.replace("confidential-gateway ", f"{sys.executable} -m gateway ", 1)
@@ -79,17 +84,15 @@ def test_the_curl_and_verify_snippets_run(served: RunningGateway) -> None:
             assert '"choices"' in completed.stdout
 
 
-def test_every_yaml_snippet_parses_and_those_without_placeholders_are_valid_config() -> None:
-    assert YAML
-    for snippet in YAML:
-        document = yaml.safe_load(snippet)
-        if isinstance(document, list):  # a list of deployments, shown on its own
-            document = {"models": [{"name": "m", "deployments": document}]}
-        assert isinstance(document, dict)
-        if "<" in snippet or "..." in snippet:
-            continue  # a template with placeholders for the reader's values
-        config = {"api_keys": [{"name": "k", "sha256": "0" * 64}], **document}
-        config.setdefault("models", [{"name": "m", "deployments": [{"kind": "local"}]}])
-        for model in config["models"]:
-            model.setdefault("deployments", [{"kind": "local"}])
-        parse_config(config, source="README.md")
+def _label(line: str) -> str:
+    """What a summary line says before its values: `url`, `tls cert`, `local engine pid`."""
+    return re.split(r"\s{2,}|\d", line.strip(), maxsplit=1)[0].strip()
+
+
+def test_the_startup_summary_shown_is_the_one_the_gateway_prints(served: RunningGateway) -> None:
+    assert SUMMARIES
+    printed = [line.strip() for line in served.log_path.read_text().splitlines()]
+    for snippet in SUMMARIES:
+        for line in snippet.text.splitlines():
+            label = _label(line)
+            assert any(p.startswith(label) for p in printed), (str(snippet), line)

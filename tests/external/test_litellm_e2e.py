@@ -137,7 +137,7 @@ def test_token_records_an_external_upstream_and_its_provider(
     upstream = claims_of(response.headers["x-attestation-token"])["upstream"]
     assert upstream == {
         "name": "ext/openai-0",
-        "kind": "external",
+        "kind": "litellm",
         "in_guest": False,
         "attested": False,
         "provider": "openai",
@@ -188,7 +188,7 @@ def test_saturated_local_engine_falls_back_to_the_external_provider(
         )
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == "echo me"
-    assert claims_of(response.headers["x-attestation-token"])["upstream"]["kind"] == "external"
+    assert claims_of(response.headers["x-attestation-token"])["upstream"]["kind"] == "litellm"
 
 
 def wait_local_small_idle(gateway: RunningGateway) -> None:

@@ -56,12 +56,10 @@ def test_fifty_dropped_streams_free_their_slots_within_a_few_steps(
                     await response.aclose()
             return dropped_at
 
-    dropped_at = asyncio.run(scenario())
+    asyncio.run(scenario())
     steps_at_drop = gateway.engine_health()["decode_steps"]
     health = gateway.wait_engine_idle(timeout=30)
-    freed_after = time.monotonic() - dropped_at
     assert health["slots"]["busy"] == 0 and health["queue"]["depth"] == 0
     assert health["requests"]["cancelled"] - before["requests"]["cancelled"] >= 1
     # Freed within a few decode steps of the drop, not after 400 tokens each.
     assert health["decode_steps"] - steps_at_drop <= 10
-    assert freed_after < 10

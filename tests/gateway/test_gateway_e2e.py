@@ -139,7 +139,7 @@ def test_model_not_allowed_and_unknown_model_look_the_same(gateway: RunningGatew
 @pytest.mark.parametrize(
     ("body", "param", "code"),
     [
-        (chat(logprobs=True), "logprobs", "unsupported_parameter"),
+        (chat(top_logprobs=3), "top_logprobs", "invalid_value"),
         (chat(functions=[]), "functions", "unsupported_parameter"),
         (chat(web_search_options={}), "web_search_options", "unsupported_parameter"),
         (chat(temperature=9), "temperature", "invalid_value"),

@@ -186,15 +186,15 @@ def test_failing_tee_interface_fails_the_evidence_endpoint_clearly(tmp_path: Pat
     responses stay signed (the signing key lives in memory, not in the TEE interface)."""
     import asyncio
 
+    from confidential_common.tee.providers import ConfigfsTsmProvider
     from gateway.app import GatewayApp
-    from gateway.attestation.providers import ConfigfsTsmProvider
     from gateway.attestation.service import AttestationService
     from gateway.auth import APIKeyStore
     from gateway.config import APIKeyConfig, RoutingConfig
-    from gateway.pipeline import ChatPipeline
+    from gateway.pipeline import Pipeline
     from gateway.ratelimit import RateLimiter
-    from gateway.router import Router
     from gateway.telemetry import GatewayMetrics
+    from gateway.upstreams.router import Router
     from tests.attestation.test_providers import FakeTsmKernel
 
     kernel = FakeTsmKernel(tmp_path / "tsm", "tdx_guest")
@@ -210,7 +210,7 @@ def test_failing_tee_interface_fails_the_evidence_endpoint_clearly(tmp_path: Pat
         keys=APIKeyStore([APIKeyConfig(name="k", sha256=hash_key(KEY))]),
         limiter=RateLimiter(),
         router=router,
-        pipeline=ChatPipeline(router, []),
+        pipeline=Pipeline(router, []),
         max_body_bytes=65536,
         version="t",
         attestation=attestation,

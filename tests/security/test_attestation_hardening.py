@@ -31,8 +31,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.attestation.keys import KeySet, SigningKey
-from gateway.attestation.providers import SimulatedProvider
+from confidential_common.tee.keys import KeySet, SigningKey
+from confidential_common.tee.providers import SimulatedProvider
+from confidential_common.tls import self_signed
 from gateway.attestation.service import AttestationService
 from gateway.attestation.token import STREAM_TOKEN_COMMENT, ResponseFacts
 from gateway.attestation.transport import AttestedTransport
@@ -42,8 +43,7 @@ from gateway.attestation.verifier import (
     verify_evidence,
     verify_token,
 )
-from gateway.attested_remote import pinned_context
-from gateway.tls import self_signed
+from gateway.upstreams.attested_remote import pinned_context
 from tests.conftest import CaptureUpstream
 from tests.gateway.conftest import (
     KEY,

@@ -17,13 +17,13 @@ import pytest
 
 from gateway.config import APIKeyConfig, PIIDetectionConfig, RoutePIIPolicy
 from gateway.errors import GatewayError
+from gateway.exchange import Exchange
 from gateway.pii.detector import CancelToken, DetectionCancelled, Finding
 from gateway.pii.policy import RoutePolicy
 from gateway.pii.restore import restore
 from gateway.pii.stage import PIIStage
 from gateway.pii.vault import PlaceholderVault
 from gateway.pii.walk import RequestWalk
-from gateway.pipeline import ChatExchange
 from gateway.protocol import ChatCompletionRequest
 
 TYPES = ["EMAIL_ADDRESS", "US_SSN", "CREDIT_CARD", "PERSON"]
@@ -73,13 +73,14 @@ def stage(detector: Any, mode: str = "tokenize", **config: Any) -> PIIStage:
     return PIIStage(detector, {"m": policy}, PIIDetectionConfig(**config))
 
 
-def exchange(body: dict[str, Any]) -> ChatExchange:
+def exchange(body: dict[str, Any]) -> Exchange:
     request = ChatCompletionRequest.model_validate({"model": "m", **body})
-    return ChatExchange(
+    return Exchange(
         request_id="req_test",
+        operation="chat/completions",
         key=APIKeyConfig(name="k", sha256="0" * 64),
+        model="m",
         body_bytes=b"",
-        request=request,
         upstream_body=request.upstream_body("m"),
     )
 
@@ -87,7 +88,7 @@ def exchange(body: dict[str, Any]) -> ChatExchange:
 def tokenized(body: dict[str, Any], detector: Any | None = None) -> tuple[dict[str, Any], Any]:
     ex = exchange(body)
     asyncio.run(stage(detector or FakeDetector()).on_request(ex))
-    return ex.upstream_body, ex.notes.get("pii_vault")
+    return ex.upstream_body, ex.pii_vault
 
 
 def user(content: str) -> dict[str, Any]:
@@ -272,7 +273,7 @@ def test_timed_out_detection_is_cancelled_and_stops_between_windows() -> None:
         detector.release.set()
 
     asyncio.run(run())
-    assert ex.notes["cancel"].cancelled
+    assert ex.cancel.cancelled
     assert detector.saw_cancel.wait(5)
     calls = len(detector.calls)
     assert calls <= 1  # no window after the one running when the request gave up
@@ -330,7 +331,7 @@ def test_one_key_sending_huge_texts_leaves_detection_workers_to_other_keys() -> 
     pii = stage(detector, offload_chars=10)  # every text goes to a worker thread
     huge = {"messages": [user("x" * 200)]}
 
-    def keyed(body: dict[str, Any], digest: str) -> ChatExchange:
+    def keyed(body: dict[str, Any], digest: str) -> Exchange:
         ex = exchange(body)
         ex.key = APIKeyConfig(name=digest[:1], sha256=digest)
         return ex

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from gateway.config import RoutingConfig
-from gateway.router import Group, Member, NoUpstream, Router
-from gateway.upstream import Tenant, UpstreamError
+from gateway.upstreams.base import Operation, Tenant, UpstreamError
+from gateway.upstreams.router import Group, Member, NoUpstream, Router
 
 
 class ScriptedUpstream:
@@ -25,7 +25,12 @@ class ScriptedUpstream:
         return self.failures.pop(0) if self.failures else None
 
     async def complete(
-        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+        self,
+        operation: Operation,
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        tenant: Tenant | None = None,
     ) -> dict[str, Any]:
         failure = self._next_failure()
         if failure:
@@ -34,7 +39,12 @@ class ScriptedUpstream:
 
     @asynccontextmanager
     async def stream(
-        self, body: dict[str, Any], *, request_id: str, tenant: Tenant | None = None
+        self,
+        operation: Operation,
+        body: dict[str, Any],
+        *,
+        request_id: str,
+        tenant: Tenant | None = None,
     ) -> AsyncIterator[Any]:
         failure = self._next_failure()
         if failure:
@@ -72,7 +82,10 @@ def router(
 def test_failure_before_output_is_retried_on_another_member() -> None:
     a, b = ScriptedUpstream("a", [down()]), ScriptedUpstream("b")
     r = router({"m": [a, b]})
-    results = [asyncio.run(r.complete("m", {}, request_id="x"))[0]["served_by"] for _ in range(2)]
+    results = [
+        asyncio.run(r.complete("m", "chat/completions", {}, request_id="x"))[0]["served_by"]
+        for _ in range(2)
+    ]
     assert "b" in results
     assert a.calls + b.calls == 3
 
@@ -82,14 +95,14 @@ def test_client_errors_are_not_retried() -> None:
     a, b = ScriptedUpstream("a", [bad]), ScriptedUpstream("b", [bad])
     r = router({"m": [a, b]})
     with pytest.raises(UpstreamError):
-        asyncio.run(r.complete("m", {}, request_id="x"))
+        asyncio.run(r.complete("m", "chat/completions", {}, request_id="x"))
     assert a.calls + b.calls == 1
 
 
 def test_fallback_group_serves_when_every_member_fails() -> None:
     primary, backup = ScriptedUpstream("p", [down(), down()]), ScriptedUpstream("b")
     r = router({"m": [primary], "n": [backup]}, fallback={"m": "n"})
-    result, routed = asyncio.run(r.complete("m", {}, request_id="x"))
+    result, routed = asyncio.run(r.complete("m", "chat/completions", {}, request_id="x"))
     assert result["served_by"] == "b" and routed.model_group == "n"
     assert result["model"] == "b"  # the fallback upstream's own model id
 
@@ -99,7 +112,7 @@ def test_repeated_failures_take_a_member_out_until_a_probe_succeeds() -> None:
     r = router({"m": [a]}, failure_threshold=2, retries=0, probe_interval_s=0.01, cooldown_s=0.01)
     for _ in range(2):
         with pytest.raises(NoUpstream):
-            asyncio.run(r.complete("m", {}, request_id="x"))
+            asyncio.run(r.complete("m", "chat/completions", {}, request_id="x"))
     assert r.ready() == {"m": False}
 
     async def probe_back() -> None:
@@ -116,7 +129,10 @@ def test_least_outstanding_member_is_preferred() -> None:
     r = router({"m": [a, b]})
     r.groups["m"].members[0].outstanding = 5
     for _ in range(3):
-        assert asyncio.run(r.complete("m", {}, request_id="x"))[0]["served_by"] == "b"
+        assert (
+            asyncio.run(r.complete("m", "chat/completions", {}, request_id="x"))[0]["served_by"]
+            == "b"
+        )
 
 
 def test_stream_failing_before_first_chunk_moves_on() -> None:
@@ -126,7 +142,7 @@ def test_stream_failing_before_first_chunk_moves_on() -> None:
     async def first_two() -> list[dict[str, Any]]:
         out = []
         for _ in range(2):
-            async with r.stream("m", {}, request_id="x") as (events, _):
+            async with r.stream("m", "chat/completions", {}, request_id="x") as (events, _):
                 out.append(await anext(events))
         return out
 
@@ -148,9 +164,11 @@ def test_overload_and_request_caused_errors_never_take_a_member_out(answer: Upst
     r = router({"m": [a]}, failure_threshold=2, retries=0)
     for _ in range(10):
         with pytest.raises(NoUpstream):
-            asyncio.run(r.complete("m", {}, request_id="x"))
+            asyncio.run(r.complete("m", "chat/completions", {}, request_id="x"))
     assert r.ready() == {"m": True}
-    assert asyncio.run(r.complete("m", {}, request_id="x"))[0]["served_by"] == "a"
+    assert (
+        asyncio.run(r.complete("m", "chat/completions", {}, request_id="x"))[0]["served_by"] == "a"
+    )
 
 
 def test_a_timeout_counts_only_when_the_upstream_then_fails_its_probe() -> None:
@@ -160,7 +178,7 @@ def test_a_timeout_counts_only_when_the_upstream_then_fails_its_probe() -> None:
     async def three_timeouts(r: Router) -> None:
         for _ in range(3):
             with pytest.raises(NoUpstream):
-                await r.complete("m", {}, request_id="x")
+                await r.complete("m", "chat/completions", {}, request_id="x")
         await asyncio.sleep(0.05)  # the confirming probes
 
     alive = ScriptedUpstream("a", [timed_out() for _ in range(3)])

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.upstream import TENANT_HEADER, OpenAIUpstream, Tenant
+from gateway.upstreams.base import TENANT_HEADER, Tenant
+from gateway.upstreams.openai_http import OpenAIUpstream
 
 USAGE = {"prompt_tokens": 30, "total_tokens": 31, "prompt_tokens_details": {"cached_tokens": 28}}
 
@@ -34,8 +35,10 @@ def upstream(forward_tenant: bool, seen: list[httpx.Request]) -> OpenAIUpstream:
 
 async def _both(up: OpenAIUpstream) -> list[dict[str, Any]]:
     tenant = Tenant("0" * 32, 2)
-    done = await up.complete({"model": "m"}, request_id="r", tenant=tenant)
-    async with up.stream({"model": "m", "stream": True}, request_id="r", tenant=tenant) as ev:
+    done = await up.complete("chat/completions", {"model": "m"}, request_id="r", tenant=tenant)
+    async with up.stream(
+        "chat/completions", {"model": "m", "stream": True}, request_id="r", tenant=tenant
+    ) as ev:
         chunks = [chunk async for chunk in ev]
     await up.close()
     return [done["usage"], chunks[0]["usage"]]

@@ -1,0 +1,1 @@
+"""``POST /v1/embeddings``: vectors for texts (or token ids), from embedding models."""

@@ -1,0 +1,82 @@
+"""Kind ``local``: ``enclave_backend`` processes the gateway starts, supervises and restarts,
+reached over a private Unix socket; prompts never leave this guest."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+import httpx
+
+from gateway.config import LocalDeployment, ModelConfig
+from gateway.engines import EngineProcess, engine_command
+from gateway.upstreams.base import Operation, UpstreamDescription
+from gateway.upstreams.openai_http import OpenAIUpstream
+from gateway.upstreams.router import Member
+
+if TYPE_CHECKING:
+    from gateway.upstreams.topology import BuildContext, BuiltMember
+
+DESCRIPTION = UpstreamDescription("local", in_guest=True, attested=True)
+GENERATION: frozenset[Operation] = frozenset({"chat/completions", "completions"})
+EMBEDDING: frozenset[Operation] = frozenset({"embeddings"})
+
+
+def build(
+    context: BuildContext, model: ModelConfig, index: int, deployment: LocalDeployment
+) -> list[BuiltMember]:
+    from gateway.upstreams.topology import BuiltMember
+
+    config = context.config
+    built: list[BuiltMember] = []
+    for replica in range(deployment.replicas):
+        name = f"{model.name}/local-{index}.{replica}"
+        stem = f"{model.name}-{index}-{replica}"
+        socket = config.run_dir.resolve() / "engines" / f"{stem}.sock"
+        engine = EngineProcess(
+            name,
+            command=engine_command(
+                deployment,
+                served_name=model.name,
+                socket=socket,
+                threads=context.threads_per_engine,
+            ),
+            socket=socket,
+            log_path=config.run_dir / "engines" / f"{stem}.log",
+            supervision=config.engines,
+        )
+        context.engines.append(engine)
+        upstream = OpenAIUpstream(
+            name,
+            base_url="http://engine/v1",
+            model=model.name,
+            transport=httpx.AsyncHTTPTransport(uds=str(socket)),
+            connect_timeout_s=config.routing.connect_timeout_s,
+            forward_tenant=True,
+        )
+        member = Member(
+            upstream,
+            DESCRIPTION,
+            is_ready=partial(_serving, engine),
+            weights_sha256=partial(_weights, engine),
+            operations=EMBEDDING if deployment.embedding else GENERATION,
+        )
+        built.append(BuiltMember(member, partial(_summary, engine, deployment)))
+    return built
+
+
+def _serving(engine: EngineProcess) -> bool:
+    return engine.serving
+
+
+def _weights(engine: EngineProcess) -> str | None:
+    return engine.weights_sha256
+
+
+def _summary(engine: EngineProcess, deployment: LocalDeployment) -> str:
+    weights = deployment.model_path or f"{deployment.model_package}:{deployment.model_file}"
+    what = "embedding engine" if deployment.embedding else "local engine"
+    return (
+        f"{what} pid {engine.pid}, {deployment.slots} slots x "
+        f"{deployment.ctx_per_slot} tokens, weights {weights}"
+    )

@@ -1,0 +1,87 @@
+"""The upstreams a configuration describes, built through one table keyed by ``kind``.
+
+Each kind's module turns its own config section into router members (and, for kinds with
+something to run, registers it: local engines to start and supervise, attested remotes to
+verify); ``build_topology`` is a loop over models and deployments.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import GatewayConfig, ModelConfig
+from gateway.engines import EngineProcess
+from gateway.upstreams import attested_remote, litellm, local_engine, remote
+from gateway.upstreams.attested_remote import AttestedRemoteUpstream
+from gateway.upstreams.router import Group, Member
+
+
+class TopologyError(Exception):
+    """The configuration names something that cannot be built; the message says what."""
+
+
+@dataclass
+class BuildContext:
+    """What every kind's builder may read, and where it registers what must run."""
+
+    config: GatewayConfig
+    threads_per_engine: int
+    engines: list[EngineProcess] = field(default_factory=list)
+    attested: list[AttestedRemoteUpstream] = field(default_factory=list)
+
+
+@dataclass
+class BuiltMember:
+    """A router member and its line for the start-up summary."""
+
+    member: Member
+    summary: Callable[[], str]
+
+
+Builder = Callable[[BuildContext, ModelConfig, int, Any], list[BuiltMember]]
+
+# The one place a kind word meets the code that builds it.
+BUILDERS: dict[str, Builder] = {
+    "local": local_engine.build,
+    "remote": remote.build,
+    "attested-remote": attested_remote.build,
+    "litellm": litellm.build,
+}
+
+
+@dataclass
+class Topology:
+    groups: dict[str, Group]
+    engines: list[EngineProcess]
+    attested: list[AttestedRemoteUpstream]
+    # Start-up summary lines per model, in config order.
+    summaries: dict[str, list[Callable[[], str]]]
+
+
+def build_topology(config: GatewayConfig) -> Topology:
+    local_replicas = sum(
+        getattr(d, "replicas", 0) for m in config.models for d in m.deployments if d.kind == "local"
+    )
+    context = BuildContext(config, max(1, (os.cpu_count() or 1) // max(1, local_replicas)))
+    groups: dict[str, Group] = {}
+    summaries: dict[str, list[Callable[[], str]]] = {}
+    for model in config.models:
+        built: list[BuiltMember] = []
+        for index, deployment in enumerate(model.deployments):
+            built += BUILDERS[deployment.upstream_kind](context, model, index, deployment)
+        groups[model.name] = Group(model.name, [b.member for b in built], fallback=model.fallback)
+        summaries[model.name] = [b.summary for b in built]
+    return Topology(groups, context.engines, context.attested, summaries)
+
+
+def secret_from_env(name: str | None, where: str) -> str | None:
+    """An upstream credential named by ``*_api_key_env``; configured but unset is an error."""
+    if name is None:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        raise TopologyError(f"{where}.api_key_env: environment variable {name} is not set")
+    return value
