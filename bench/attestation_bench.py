@@ -1,6 +1,6 @@
 """Cost of signing and verifying response tokens.
 
-    .venv/bin/python bench/attestation_bench.py [--runs 5000]
+    python -m bench.attestation_bench [--runs 5000] [--json FILE]
 
 Signing: the gateway's ES256 token as it ships (jwcrypto's JWSCore over the gateway's own
 compact claims), beside the same claims through jwcrypto's high-level ``JWS`` object in the
@@ -13,34 +13,32 @@ Prints JSON and a table (microseconds).
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import itertools
 import json
-import statistics
-import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.paths import default_json
+from bench.report import describe, emit, table
+from bench.stats import summary
+from confidential_common.tee.providers import SimulatedProvider
+from gateway.attestation.service import AttestationService
+from gateway.attestation.token import ResponseFacts
+from gateway.attestation.verifier import VerificationPolicy, verify_evidence, verify_token
 
-from gateway.attestation.providers import SimulatedProvider  # noqa: E402
-from gateway.attestation.service import AttestationService  # noqa: E402
-from gateway.attestation.token import ResponseFacts  # noqa: E402
-from gateway.attestation.verifier import (  # noqa: E402
-    VerificationPolicy,
-    verify_evidence,
-    verify_token,
-)
+OPERATIONS = ("sign_shipped", "sign_jwcrypto_jws", "stage_total", "verify_token")
 
 RESPONSE = json.dumps(
     {"id": "chatcmpl-x", "choices": [{"message": {"content": "word " * 400}}]}
 ).encode()
 
 
-def measure(fn: Callable[[], Any], runs: int) -> dict[str, float]:
+def measure(fn: Callable[[], Any], runs: int) -> dict[str, float | None]:
     for _ in range(min(200, runs)):
         fn()
     samples = []
@@ -48,19 +46,13 @@ def measure(fn: Callable[[], Any], runs: int) -> dict[str, float]:
         started = time.perf_counter_ns()
         fn()
         samples.append((time.perf_counter_ns() - started) / 1000)
-    samples.sort()
-    return {
-        "p50_us": round(statistics.median(samples), 1),
-        "p99_us": round(samples[int(0.99 * (len(samples) - 1))], 1),
-    }
+    return summary(samples, (50, 99), unit="us", digits=1)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5000)
-    parser.add_argument(
-        "--json", type=Path, default=ROOT / "bench" / "results" / "attestation.json"
-    )
+    parser.add_argument("--json", type=Path, default=default_json("attestation"))
     args = parser.parse_args()
 
     service = AttestationService(
@@ -71,8 +63,6 @@ def main() -> int:
         store_ttl_s=600,
     )
     nonce = b"\x01" * 32
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gateway = verify_evidence(
@@ -94,8 +84,8 @@ def main() -> int:
         )
 
     issuer = service._issuer  # the bare signer, without the token store
-    report: dict[str, Any] = {"runs": args.runs}
-    report["sign_shipped"] = measure(lambda: issuer.issue(facts()), args.runs)
+    figures: dict[str, Any] = {"runs": args.runs}
+    figures["sign_shipped"] = measure(lambda: issuer.issue(facts()), args.runs)
 
     ids = itertools.count()
 
@@ -106,9 +96,9 @@ def main() -> int:
         f.jti = f"chatcmpl-{next(ids)}"  # each id is stored once
         service.sign(f, owner="0" * 64)  # stored, as an authenticated request's is
 
-    report["stage_total"] = measure(whole_stage, args.runs)
+    figures["stage_total"] = measure(whole_stage, args.runs)
     token = issuer.issue(facts())
-    report["verify_token"] = measure(
+    figures["verify_token"] = measure(
         lambda: verify_token(token, gateway, response_sha256=response_sha), args.runs
     )
     try:
@@ -116,25 +106,26 @@ def main() -> int:
         from jwcrypto.common import json_encode
 
         key = jwk.JWK.generate(kty="EC", crv="P-256")
-        claims = json.loads(__import__("base64").urlsafe_b64decode(token.split(".")[1] + "=="))
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
 
         def jwcrypto_sign() -> str:
             signer = jws.JWS(json_encode(claims))
             signer.add_signature(key, alg="ES256", protected=json_encode({"alg": "ES256"}))
             return str(signer.serialize(compact=True))
 
-        report["sign_jwcrypto_jws"] = measure(jwcrypto_sign, args.runs)
+        figures["sign_jwcrypto_jws"] = measure(jwcrypto_sign, args.runs)
     except ImportError:
-        report["sign_jwcrypto_jws"] = None
+        figures["sign_jwcrypto_jws"] = None
 
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
-    print(f"\n{'operation':34s} {'p50 us':>8s} {'p99 us':>8s}")
-    for name in ("sign_shipped", "sign_jwcrypto_jws", "stage_total", "verify_token"):
-        value = report[name]
-        if value:
-            print(f"{name:34s} {value['p50_us']:8.1f} {value['p99_us']:8.1f}")
+    report = emit("attestation", figures, args.json)
+    rows = [
+        [name, report[name]["p50_us"], report[name]["p99_us"]]
+        for name in OPERATIONS
+        if report[name]
+    ]
+    print()
+    print(table(["operation", "p50 us", "p99 us"], rows))
+    print(f"\n{describe(report)}")
     return 0
 
 

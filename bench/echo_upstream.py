@@ -1,6 +1,6 @@
 """An OpenAI-compatible upstream that records every request and echoes the whole conversation.
 
-    .venv/bin/python bench/echo_upstream.py --port N --record FILE
+    python -m bench.echo_upstream --port N --record FILE
 
 Each request is appended to FILE as one JSON line, ``{"path", "headers", "body"}``, the raw
 body base64-encoded exactly as received. The answer to a chat completion is the echo of the
@@ -9,7 +9,7 @@ line), and if any assistant message carried ``tool_calls``, the answer carries c
 all of them (new ids, the same name and arguments string) with ``finish_reason``
 ``tool_calls``. Streamed, content goes out in pieces of 1..7 characters and each tool call's
 arguments in pieces of 1..5, sized by a generator seeded from the request's bytes, so a
-given request always splits the same way. ``bench/pii_eval.py`` uses it to see what a
+given request always splits the same way. ``bench.pii_eval`` uses it to see what a
 gateway forwards and whether the gateway restores the client's values in the answer.
 """
 

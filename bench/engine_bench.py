@@ -1,14 +1,16 @@
 """Engine throughput and latency against llama-server and llama_cpp.server, in one run.
 
-    .venv/bin/python bench/engine_bench.py [--levels 1,4,8,16] [--max-tokens 128]
+    python -m bench.engine_bench [--levels 1,4,8,16] [--max-tokens 128] [--llama-server BIN]
 
 Each server gets the same GGUF file, thread count and slot count. All of them start first;
 then, for each concurrency level, they take turns (never two at once, so they never compete
 for the cores), rotating the order every round so the machine's drift favours none of them.
 In a turn, C clients stream chat completions back to back; every request forbids the
 end-of-turn tokens so all servers generate exactly ``--max-tokens`` tokens. Throughput is
-the median over rounds; TTFT and latency percentiles pool every request. Prints a table and
-writes JSON (``--json``). Ratios are the point: absolute numbers move with machine noise.
+the median over rounds; TTFT and latency percentiles pool every request. Prints JSON (also
+written to ``--json``) and a table. Ratios are the point: absolute numbers move with machine
+noise. The model defaults to the packaged SmolLM2 GGUF; llama-server comes from
+``--llama-server``, ``$LLAMA_SERVER`` or ``bench/build_llama_server.sh``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,11 +30,11 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.stack import cpu_name, free_port, stop  # noqa: E402
-from enclave_backend.model_file import packaged_model_path  # noqa: E402
+from bench.paths import default_json
+from bench.report import describe, emit, table
+from bench.stack import free_port, llama_server_binary, stop, wait_ready
+from bench.stats import median, ratio, summary
+from enclave_backend.model_file import packaged_model_path
 
 TOPICS = [
     "the history of tea",
@@ -72,10 +73,10 @@ class LevelResult:
     wall_s: float
     tokens: int
     tok_per_s: float
-    ttft_p50_ms: float
-    ttft_p95_ms: float
-    latency_p50_ms: float
-    latency_p95_ms: float
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
     errors: int = 0
     retried: int = 0
 
@@ -88,33 +89,11 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def start(server: Server, log_dir: Path) -> subprocess.Popen[bytes]:
     log = (log_dir / f"{server.name}.log").open("wb")
     return subprocess.Popen(
         server.command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **server.env}
     )
-
-
-def wait_ready(base: str, path: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(base + path, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("server did not become ready")
 
 
 async def one_request(
@@ -195,20 +174,20 @@ async def run_round(
 def summarize(server: str, concurrency: int, rounds: list[RoundResult]) -> LevelResult:
     """Median throughput over rounds; latency percentiles over every request of every round."""
     requests = [r for rnd in rounds for r in rnd.requests]
-    ttft = [r.ttft_s * 1000 for r in requests]
-    latency = [r.latency_s * 1000 for r in requests]
     rates = [sum(r.tokens for r in rnd.requests) / rnd.wall_s for rnd in rounds]
+    ttft = summary([r.ttft_s for r in requests], (50, 95), unit="ms", scale=1000, digits=1)
+    latency = summary([r.latency_s for r in requests], (50, 95), unit="ms", scale=1000, digits=1)
     return LevelResult(
         server=server,
         concurrency=concurrency,
         requests=len(requests),
         wall_s=round(sum(rnd.wall_s for rnd in rounds), 2),
         tokens=sum(r.tokens for r in requests),
-        tok_per_s=round(statistics.median(rates), 1),
-        ttft_p50_ms=round(percentile(ttft, 0.5), 1),
-        ttft_p95_ms=round(percentile(ttft, 0.95), 1),
-        latency_p50_ms=round(percentile(latency, 0.5), 1),
-        latency_p95_ms=round(percentile(latency, 0.95), 1),
+        tok_per_s=round(median(rates), 1),
+        ttft_p50_ms=ttft["p50_ms"],
+        ttft_p95_ms=ttft["p95_ms"],
+        latency_p50_ms=latency["p50_ms"],
+        latency_p95_ms=latency["p95_ms"],
         errors=sum(rnd.errors for rnd in rounds),
         retried=sum(rnd.retried for rnd in rounds),
     )
@@ -321,13 +300,12 @@ def servers(
     return out
 
 
-def ratio(a: float, b: float) -> float | None:
-    return round(a / b, 3) if b else None
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--model", type=Path, default=None, help="GGUF (default: packaged)")
+    parser.add_argument(
+        "--llama-server", type=Path, default=None, help="llama-server binary (default: built)"
+    )
     parser.add_argument("--levels", default="1,4,8,16")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument(
@@ -343,17 +321,14 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated server names to run")
     parser.add_argument("--engine-args", default="", help="extra enclave_backend arguments")
     parser.add_argument("--engine-env", default="", help="KEY=VALUE,... for enclave_backend")
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "engine.json")
+    parser.add_argument("--json", type=Path, default=default_json("engine"))
     args = parser.parse_args()
 
     model = args.model or packaged_model_path()
     levels = [int(x) for x in args.levels.split(",")]
-    build = subprocess.run(
-        ["bash", str(ROOT / "bench" / "build_llama_server.sh")], capture_output=True, text=True
-    )
-    llama_server = Path(build.stdout.strip()) if build.returncode == 0 else None
+    llama_server, why_not = llama_server_binary(args.llama_server)
     if llama_server is None:
-        print(f"llama-server unavailable: {build.stderr[-500:]}", file=sys.stderr)
+        print(f"llama-server unavailable: {why_not}", file=sys.stderr)
 
     chosen = [
         (server, port)
@@ -404,7 +379,7 @@ def main() -> int:
                     results.append(result)
                     print(
                         f"  {server.name:17s} c={level:<3d} {result.tok_per_s:7.1f} tok/s "
-                        f"ttft p95 {result.ttft_p95_ms:7.1f} ms",
+                        f"ttft p95 {result.ttft_p95_ms} ms",
                         file=sys.stderr,
                     )
         finally:
@@ -422,32 +397,34 @@ def main() -> int:
         if ours and lcp:
             ratios[f"c{level}_tok_s_vs_llama_cpp_server"] = ratio(ours.tok_per_s, lcp.tok_per_s)
 
-    report = {
+    figures = {
         "model": model.name,
         "threads": args.threads,
         "slots": args.slots,
         "max_tokens": args.max_tokens,
-        "cpu": cpu_name(),
         "results": [asdict(r) for r in results],
         "ratios": ratios,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    report = emit("engine", figures, args.json)
+    headers = ["server", "conc", "tok/s", "TTFT p50 ms", "TTFT p95 ms", "lat p50 ms"]
+    rows = [
+        [
+            r.server,
+            r.concurrency,
+            r.tok_per_s,
+            r.ttft_p50_ms,
+            r.ttft_p95_ms,
+            r.latency_p50_ms,
+            r.latency_p95_ms,
+            r.errors,
+        ]
+        for r in results
+    ]
     print()
-    print(
-        f"{'server':18s} {'conc':>4s} {'tok/s':>8s} {'TTFT p50':>9s} {'TTFT p95':>9s} "
-        f"{'lat p50':>9s} {'lat p95':>9s} {'err':>4s}"
-    )
-    for r in results:
-        print(
-            f"{r.server:18s} {r.concurrency:4d} {r.tok_per_s:8.1f} {r.ttft_p50_ms:9.1f} "
-            f"{r.ttft_p95_ms:9.1f} {r.latency_p50_ms:9.1f} {r.latency_p95_ms:9.1f} "
-            f"{r.errors:4d}"
-        )
+    print(table([*headers, "lat p95 ms", "errors"], rows))
     print()
-    for key, value in ratios.items():
-        print(f"{key:40s} {value}")
+    print(table(["ratio", "value"], [[key, value] for key, value in ratios.items()]))
+    print(f"\n{describe(report)}")
     return 0
 
 

@@ -12,7 +12,7 @@ long requests in flight ("loaded"). Scenarios, each in the same run:
 
 The issue's target: loaded TTFT p95 within 2x of unloaded. Prints JSON, then a table.
 
-    python -m bench.fairness_bench [--slots 4] [--flood 16] [--probes 20]
+    python -m bench.fairness_bench [--slots 4] [--flood 16] [--probes 20] [--json FILE]
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ from typing import Any
 
 import httpx
 
-from bench.stack import commit, cpu_name, free_port, start_gateway, stop
+from bench.paths import default_json
+from bench.report import describe, emit, table
+from bench.stack import free_port, start_gateway, stop
+from bench.stats import format_ratio, ratio, summary
 from gateway.auth import hash_key
 
 FLOODER = "sk-bench-flooder-0123456789"
@@ -84,11 +87,6 @@ def _has_text(event: str) -> bool:
     return any((choice.get("delta") or {}).get("content") for choice in chunk.get("choices") or ())
 
 
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def _probe(base: str, verify: Any, probes: int) -> list[float]:
     out: list[float] = []
     with httpx.Client(base_url=base, verify=verify, timeout=600) as client:
@@ -127,14 +125,14 @@ def _scenario(name: str, slots: int, flood: int, probes: int, cap: int | None) -
         finally:
             stop([process])
             log.close()
+    alone = summary(unloaded, (50, 95), unit="s", digits=4, prefix="unloaded_ttft_")
+    flooded = summary(loaded, (50, 95), unit="s", digits=4, prefix="loaded_ttft_")
     return {
         "scenario": name,
         "flooder_max_in_flight": cap,
-        "unloaded_ttft_p50_s": round(_p(unloaded, 0.5), 4),
-        "unloaded_ttft_p95_s": round(_p(unloaded, 0.95), 4),
-        "loaded_ttft_p50_s": round(_p(loaded, 0.5), 4),
-        "loaded_ttft_p95_s": round(_p(loaded, 0.95), 4),
-        "p95_ratio": round(_p(loaded, 0.95) / _p(unloaded, 0.95), 2),
+        **alone,
+        **flooded,
+        "p95_ratio": ratio(flooded["loaded_ttft_p95_s"], alone["unloaded_ttft_p95_s"], 2),
         "victim_requests": len(loaded),
         "flooder_refused": refused[0],
     }
@@ -145,32 +143,33 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--flood", type=int, default=16, help="flooder requests in flight")
     parser.add_argument("--probes", type=int, default=20, help="victim requests per phase")
+    parser.add_argument("--json", type=Path, default=default_json("fairness"))
     args = parser.parse_args()
     results = [
         _scenario("default", args.slots, args.flood, args.probes, None),
         _scenario("capped", args.slots, args.flood, args.probes, max(1, args.slots - 1)),
     ]
-    report = {
-        "benchmark": "fairness",
-        "date": time.strftime("%Y-%m-%d"),
-        "commit": commit(),
-        "cpu": cpu_name(),
+    figures = {
         "slots": args.slots,
         "flood": args.flood,
         "target": "loaded TTFT p95 <= 2x unloaded",
         "results": results,
     }
-    print(json.dumps(report, indent=2))
+    report = emit("fairness", figures, args.json)
+    rows = [
+        [
+            r["scenario"],
+            r["unloaded_ttft_p95_s"],
+            r["loaded_ttft_p50_s"],
+            r["loaded_ttft_p95_s"],
+            format_ratio(r["p95_ratio"]),
+        ]
+        for r in results
+    ]
+    headers = ["scenario", "unloaded p95 s", "loaded p50 s", "loaded p95 s", "ratio"]
     print()
-    print(
-        f"{'scenario':<10} {'unloaded p95':>13} {'loaded p50':>11} {'loaded p95':>11} {'ratio':>6}"
-    )
-    for r in results:
-        print(
-            f"{r['scenario']:<10} {r['unloaded_ttft_p95_s']:>12.3f}s"
-            f" {r['loaded_ttft_p50_s']:>10.3f}s {r['loaded_ttft_p95_s']:>10.3f}s"
-            f" {r['p95_ratio']:>5.2f}x"
-        )
+    print(table(headers, rows))
+    print(f"\n{describe(report)}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """Gateway overhead against LiteLLM's proxy, both in front of the same instant mock upstream.
 
-    .venv/bin/python bench/gateway_bench.py [--requests 300] [--duration 8]
+    python -m bench.gateway_bench [--requests 300] [--duration 8] [--litellm-venv DIR]
 
 Targets: the mock itself (``direct``); this gateway over plain HTTP on loopback with PII off
 (``gateway-http``, the like-for-like comparison), with PII tokenization by patterns
 (``gateway-http-pii``), as it ships: TLS and tokenization (``gateway-tls-pii``), and with
 spaCy NER on top (``gateway-tls-pii-ner``);
 and the LiteLLM proxy (``litellm``, plain HTTP, one worker, offline: local cost map, no
-telemetry). LiteLLM lives in its own virtualenv under ~/.cache, created on first use. Each
-prompt is new text carrying an e-mail address, a card number and a phone number.
+telemetry). LiteLLM lives in its own virtualenv (``--litellm-venv``, default
+``$XDG_CACHE_HOME/confidential-gateway/bench-venvs/litellm``, ``~/.cache`` without
+``$XDG_CACHE_HOME``), created on first use. Each prompt is new text carrying an e-mail
+address, a card number and a phone number.
 
 1. Added latency: requests one at a time, interleaved across targets so drift hits all of
    them alike; added = target percentile minus the direct percentile.
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import ssl
 import subprocess
@@ -34,14 +35,12 @@ from typing import Any
 import httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.paths import cache_dir, default_json
+from bench.report import describe, emit, table
+from bench.stack import free_port, start_gateway, start_mock, stop, wait_http
+from bench.stats import format_ratio, quantile, ratio
+from gateway.auth import hash_key
 
-from bench.engine_bench import percentile  # noqa: E402
-from bench.stack import free_port, start_gateway, start_mock, stop, wait_http  # noqa: E402
-from gateway.auth import hash_key  # noqa: E402
-
-LITELLM_VENV = Path.home() / ".cache" / "confidential-gateway" / "bench-venvs" / "litellm"
 KEY = "sk-bench-" + "0" * 24
 LITELLM_KEY = "sk-litellm-master-" + "1" * 24
 # Every request is new text (a counter), so PII detection cannot be served from its cache.
@@ -73,10 +72,11 @@ class Target:
     model: str = "mock"
 
 
-def ensure_litellm() -> Path | None:
-    python = LITELLM_VENV / "bin" / "python"
+def ensure_litellm(venv: Path) -> Path | None:
+    """The ``litellm`` command of ``venv``, creating the venv and installing it if need be."""
+    python = venv / "bin" / "python"
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     probe = subprocess.run([str(python), "-c", "import litellm.proxy"], capture_output=True)
     if probe.returncode != 0:
         install = subprocess.run(
@@ -85,7 +85,7 @@ def ensure_litellm() -> Path | None:
         if install.returncode != 0:
             print(f"litellm unavailable: {install.stderr[-400:]!r}", file=sys.stderr)
             return None
-    return LITELLM_VENV / "bin" / "litellm"
+    return venv / "bin" / "litellm"
 
 
 async def one(client: httpx.AsyncClient, stream: bool, model: str = "mock") -> float:
@@ -161,7 +161,14 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
+    parser.add_argument(
+        "--litellm-venv",
+        type=Path,
+        default=cache_dir() / "bench-venvs" / "litellm",
+        help="virtualenv for the LiteLLM proxy (created on first use)",
+    )
+    parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
+    parser.add_argument("--json", type=Path, default=default_json("gateway"))
     args = parser.parse_args()
 
     processes: list[subprocess.Popen[bytes]] = []
@@ -193,7 +200,7 @@ def main() -> int:
                 processes.append(process)
                 targets.append(Target(name, base, KEY, verify))
 
-            litellm = ensure_litellm()
+            litellm = None if args.no_litellm else ensure_litellm(args.litellm_venv)
             if litellm is not None:
                 port = free_port()
                 (tmp / "litellm.yaml").write_text(
@@ -243,15 +250,15 @@ def main() -> int:
                 wait_http(base + "/health/liveliness", False, 180)
                 targets.append(Target("litellm", base, LITELLM_KEY))
 
-            report: dict[str, Any] = {"requests": args.requests, "concurrency": args.concurrency}
+            figures: dict[str, Any] = {"requests": args.requests, "concurrency": args.concurrency}
             for mode, stream in (("non_stream", False), ("stream", True)):
                 samples = asyncio.run(sequential(targets, args.requests, stream))
-                base_p50 = percentile(samples["direct"], 0.5)
-                base_p99 = percentile(samples["direct"], 0.99)
+                base_p50 = quantile(samples["direct"], 0.5)
+                base_p99 = quantile(samples["direct"], 0.99)
                 latency = {}
                 for t in targets:
-                    p50 = percentile(samples[t.name], 0.5)
-                    p99 = percentile(samples[t.name], 0.99)
+                    p50 = quantile(samples[t.name], 0.5)
+                    p99 = quantile(samples[t.name], 0.99)
                     latency[t.name] = {
                         "p50_ms": round(p50 * 1000, 3),
                         "p99_ms": round(p99 * 1000, 3),
@@ -262,16 +269,17 @@ def main() -> int:
                     t.name: asyncio.run(throughput(t, args.concurrency, args.duration, stream))
                     for t in targets
                 }
-                report[mode] = {"latency": latency, "throughput": rates}
+                figures[mode] = {"latency": latency, "throughput": rates}
                 if "litellm" in latency:
                     theirs, their_rps = latency["litellm"], rates["litellm"]["rps"]
-                    report[mode]["ratios"] = {
+                    # Floors keep an added latency of ~0 (or a stalled peer) from dividing by 0.
+                    figures[mode]["ratios"] = {
                         name: {
-                            "litellm_added_p50_over_ours": round(
-                                theirs["added_p50_ms"] / max(latency[name]["added_p50_ms"], 1e-3), 2
+                            "litellm_added_p50_over_ours": ratio(
+                                theirs["added_p50_ms"], max(latency[name]["added_p50_ms"], 1e-3), 2
                             ),
-                            "our_rps_over_litellm": round(
-                                rates[name]["rps"] / max(their_rps, 1e-3), 2
+                            "our_rps_over_litellm": ratio(
+                                rates[name]["rps"], max(their_rps, 1e-3), 2
                             ),
                         }
                         for name, *_ in GATEWAY_VARIANTS
@@ -279,25 +287,28 @@ def main() -> int:
         finally:
             stop(processes)
 
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    report = emit("gateway", figures, args.json)
+    headers = ["target", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", f"req/s @{args.concurrency}"]
     for mode in ("non_stream", "stream"):
-        print(
-            f"\n{mode}: {'target':14s} {'p50 ms':>8s} {'p99 ms':>8s} {'+p50 ms':>8s} "
-            f"{'+p99 ms':>8s} {'req/s @' + str(args.concurrency):>10s}"
-        )
-        for name, lat in report[mode]["latency"].items():
-            rps = report[mode]["throughput"][name]["rps"]
+        rows = [
+            [
+                name,
+                lat["p50_ms"],
+                lat["p99_ms"],
+                lat["added_p50_ms"],
+                lat["added_p99_ms"],
+                report[mode]["throughput"][name]["rps"],
+            ]
+            for name, lat in report[mode]["latency"].items()
+        ]
+        print()
+        print(table(headers, rows, title=mode))
+        for name, r in report[mode].get("ratios", {}).items():
             print(
-                f"{'':11s} {name:14s} {lat['p50_ms']:8.2f} {lat['p99_ms']:8.2f} "
-                f"{lat['added_p50_ms']:8.2f} {lat['added_p99_ms']:8.2f} {rps:10.1f}"
+                f"{name}: LiteLLM adds {format_ratio(r['litellm_added_p50_over_ours'])} our "
+                f"added p50; we serve {format_ratio(r['our_rps_over_litellm'])} its req/s"
             )
-        for name, ratio in report[mode].get("ratios", {}).items():
-            print(
-                f"{'':11s} {name}: LiteLLM adds {ratio['litellm_added_p50_over_ours']}x our p50; "
-                f"we serve {ratio['our_rps_over_litellm']}x its req/s"
-            )
+    print(f"\n{describe(report)}")
     return 0
 
 

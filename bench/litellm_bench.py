@@ -1,42 +1,40 @@
 """What the litellm path costs next to a plain httpx upstream, to the same instant mock.
 
-    .venv/bin/python bench/litellm_bench.py [--requests 200] [--duration 6]
+    python -m bench.litellm_bench [--requests 200] [--duration 6] [--json FILE]
 
 One gateway (plain HTTP on loopback, PII off on both routes to isolate the upstream code,
-signing on as always) with two routes to ``bench/mock_upstream.py``: ``direct`` (a ``remote``
+signing on as always) with two routes to ``bench.mock_upstream``: ``direct`` (a ``remote``
 deployment: httpx) and ``via-litellm`` (a ``litellm`` deployment, ``openai/mock`` with
 ``api_base``). Added latency is against calling the mock directly; interleaved, one at a
-time; then req/s with 32 concurrent clients. Prints JSON and a table.
+time; then req/s with ``--concurrency`` (32) concurrent clients. Prints JSON and a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.engine_bench import percentile  # noqa: E402
-from bench.gateway_bench import KEY, Target, sequential, throughput  # noqa: E402
-from bench.stack import free_port, start_gateway, start_mock, stop  # noqa: E402
-from gateway.auth import hash_key  # noqa: E402
+from bench.gateway_bench import KEY, Target, sequential, throughput
+from bench.paths import default_json
+from bench.report import describe, emit, table
+from bench.stack import free_port, start_gateway, start_mock, stop
+from bench.stats import format_ratio, quantile, ratio
+from gateway.auth import hash_key
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--duration", type=float, default=6.0)
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "litellm.json")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--json", type=Path, default=default_json("litellm"))
     args = parser.parse_args()
     processes: list[subprocess.Popen[bytes]] = []
-    report: dict[str, Any] = {}
+    figures: dict[str, Any] = {"requests": args.requests, "concurrency": args.concurrency}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         log = (tmp / "servers.log").open("wb")
@@ -78,42 +76,40 @@ def main() -> int:
             ]
             for mode, stream in (("non_stream", False), ("stream", True)):
                 samples = asyncio.run(sequential(targets, args.requests, stream))
-                base50 = percentile(samples["mock"], 0.5)
-                base99 = percentile(samples["mock"], 0.99)
-                report[mode] = {
+                base50 = quantile(samples["mock"], 0.5)
+                base99 = quantile(samples["mock"], 0.99)
+                figures[mode] = {
                     t.name: {
-                        "added_p50_ms": round(
-                            (percentile(samples[t.name], 0.5) - base50) * 1000, 3
-                        ),
-                        "added_p99_ms": round(
-                            (percentile(samples[t.name], 0.99) - base99) * 1000, 3
-                        ),
-                        "rps": asyncio.run(throughput(t, 32, args.duration, stream))["rps"],
+                        "added_p50_ms": round((quantile(samples[t.name], 0.5) - base50) * 1000, 3),
+                        "added_p99_ms": round((quantile(samples[t.name], 0.99) - base99) * 1000, 3),
+                        "rps": asyncio.run(throughput(t, args.concurrency, args.duration, stream))[
+                            "rps"
+                        ],
                     }
                     for t in targets[1:]
                 }
-                direct, via = report[mode]["direct"], report[mode]["via-litellm"]
-                report[mode]["litellm_extra_p50_ms"] = round(
+                direct, via = figures[mode]["direct"], figures[mode]["via-litellm"]
+                figures[mode]["litellm_extra_p50_ms"] = round(
                     via["added_p50_ms"] - direct["added_p50_ms"], 3
                 )
-                report[mode]["litellm_rps_ratio"] = round(via["rps"] / max(direct["rps"], 1e-3), 3)
+                figures[mode]["litellm_rps_ratio"] = ratio(via["rps"], max(direct["rps"], 1e-3))
         finally:
             stop(processes)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    report = emit("litellm", figures, args.json)
+    headers = ["route", "+p50 ms", "+p99 ms", f"req/s @{args.concurrency}"]
     for mode in ("non_stream", "stream"):
-        print(f"\n{mode}: {'route':12s} {'+p50 ms':>8s} {'+p99 ms':>8s} {'req/s @32':>10s}")
-        for name in ("direct", "via-litellm"):
-            r = report[mode][name]
-            print(
-                f"{'':11s} {name:12s} {r['added_p50_ms']:8.2f} {r['added_p99_ms']:8.2f} "
-                f"{r['rps']:10.1f}"
-            )
+        rows = [
+            [name, r["added_p50_ms"], r["added_p99_ms"], r["rps"]]
+            for name in ("direct", "via-litellm")
+            for r in [report[mode][name]]
+        ]
+        print()
+        print(table(headers, rows, title=mode))
         print(
-            f"{'':11s} litellm costs {report[mode]['litellm_extra_p50_ms']} ms more at p50 and "
-            f"serves {report[mode]['litellm_rps_ratio']}x the req/s"
+            f"litellm costs {report[mode]['litellm_extra_p50_ms']} ms more at p50 and serves "
+            f"{format_ratio(report[mode]['litellm_rps_ratio'], 3)} the req/s"
         )
+    print(f"\n{describe(report)}")
     return 0
 
 

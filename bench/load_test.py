@@ -1,6 +1,6 @@
 """Sustained load through the whole pipeline: TLS, PII tokenization, the engine, signing.
 
-    .venv/bin/python bench/load_test.py [--clients 64] [--duration 120]
+    python -m bench.load_test [--clients 64] [--duration 120] [--slots 4] [--json FILE]
 
 A real gateway with the default model; N clients stream chat completions back to back, each
 prompt carrying personal data. Reports errors (non-200s, streams without [DONE] or without a
@@ -13,24 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import ssl
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.engine_bench import percentile  # noqa: E402
-from bench.stack import free_port  # noqa: E402
-from gateway.auth import hash_key  # noqa: E402
+from bench.paths import default_json
+from bench.report import describe, emit, table
+from bench.stack import free_port, start_gateway, stop
+from bench.stats import summary
+from gateway.auth import hash_key
 
 KEY = "sk-load-" + "3" * 24
 PROMPT = (
@@ -84,7 +79,7 @@ async def client_loop(
 
 async def drive(
     base: str,
-    context: ssl.SSLContext,
+    context: ssl.SSLContext | bool,
     clients: int,
     seconds: float,
     max_tokens: int,
@@ -104,18 +99,19 @@ async def drive(
         )
 
 
-def run_load(clients: int, duration: float, warmup: float, max_tokens: int) -> dict[str, Any]:
+def run_load(
+    clients: int, duration: float, warmup: float, max_tokens: int, slots: int = 4
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        port = free_port()
         config = {
-            "listener": {"host": "127.0.0.1", "port": port},
+            "listener": {"host": "127.0.0.1", "port": free_port()},
             "tls": {"cert_out": str(tmp / "cert.pem")},
             "api_keys": [{"name": "load", "sha256": hash_key(KEY)}],
             "models": [
                 {
                     "name": "smollm2-135m-instruct",
-                    "deployments": [{"kind": "local", "slots": 4, "queue": 128}],
+                    "deployments": [{"kind": "local", "slots": slots, "queue": 128}],
                 }
             ],
             "attestation": {"provider": "simulated"},
@@ -123,58 +119,31 @@ def run_load(clients: int, duration: float, warmup: float, max_tokens: int) -> d
             "telemetry": {"log_format": "json"},
             "run_dir": str(tmp / "run"),
         }
-        (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "serve",
-                "--config",
-                str(tmp / "gateway.yaml"),
-                "--log-level",
-                "warning",
-            ],
-            stdout=(tmp / "gateway.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        base = f"https://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, (tmp / "gateway.log").read_text()
-                if (tmp / "cert.pem").exists():
-                    context = ssl.create_default_context(cafile=str(tmp / "cert.pem"))
-                    try:
-                        if httpx.get(base + "/ready", verify=context, timeout=2).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                assert time.monotonic() < deadline, "gateway did not start"
-                time.sleep(0.2)
-            engine_pid = child_pids(process.pid)[0]
-            stats: dict[str, Any] = {"ok": 0, "errors": 0, "chunks": 0, "latencies": []}
-            asyncio.run(drive(base, context, clients, warmup, max_tokens, stats))
-            warm = {"gateway_kb": rss_kb(process.pid), "engine_kb": rss_kb(engine_pid)}
-            stats = {"ok": 0, "errors": 0, "chunks": 0, "latencies": []}
-            started = time.monotonic()
-            asyncio.run(drive(base, context, clients, duration, max_tokens, stats))
-            elapsed = time.monotonic() - started
-            end = {"gateway_kb": rss_kb(process.pid), "engine_kb": rss_kb(engine_pid)}
-            engine_health = _engine_health(tmp / "run" / "engines")
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
+        with (tmp / "gateway.log").open("wb") as log:
+            process, base, context = start_gateway(tmp, "gateway", config, log)
+            try:
+                engine_pid = child_pids(process.pid)[0]
+                stats: dict[str, Any] = {"ok": 0, "errors": 0, "chunks": 0, "latencies": []}
+                asyncio.run(drive(base, context, clients, warmup, max_tokens, stats))
+                warm = {"gateway_kb": rss_kb(process.pid), "engine_kb": rss_kb(engine_pid)}
+                stats = {"ok": 0, "errors": 0, "chunks": 0, "latencies": []}
+                started = time.monotonic()
+                asyncio.run(drive(base, context, clients, duration, max_tokens, stats))
+                elapsed = time.monotonic() - started
+                end = {"gateway_kb": rss_kb(process.pid), "engine_kb": rss_kb(engine_pid)}
+                engine_health = _engine_health(tmp / "run" / "engines")
+            finally:
+                stop([process])
     growth = {k: round(100 * (end[k] - warm[k]) / max(warm[k], 1), 2) for k in warm}
     return {
         "clients": clients,
+        "slots": slots,
         "duration_s": round(elapsed, 1),
         "requests_ok": stats["ok"],
         "errors": stats["errors"],
         "requests_per_s": round(stats["ok"] / elapsed, 2),
         "streamed_chunks_per_s": round(stats["chunks"] / elapsed, 1),
-        "latency_p50_s": round(percentile(stats["latencies"], 0.5), 3),
-        "latency_p95_s": round(percentile(stats["latencies"], 0.95), 3),
+        **summary(stats["latencies"], (50, 95), unit="s", prefix="latency_"),
         "rss_after_warmup_kb": warm,
         "rss_at_end_kb": end,
         "rss_growth_pct": growth,
@@ -202,19 +171,30 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--warmup", type=float, default=20.0)
     parser.add_argument("--max-tokens", type=int, default=24)
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "load.json")
+    parser.add_argument("--slots", type=int, default=4, help="engine slots")
+    parser.add_argument("--json", type=Path, default=default_json("load"))
     args = parser.parse_args()
-    report = run_load(args.clients, args.duration, args.warmup, args.max_tokens)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
-    print(
-        f"\n{report['clients']} clients x {report['duration_s']} s: {report['requests_ok']} ok, "
-        f"{report['errors']} errors, {report['requests_per_s']} req/s, latency p50 "
-        f"{report['latency_p50_s']} s p95 {report['latency_p95_s']} s; RSS growth after "
-        f"warm-up {report['rss_growth_pct']}; at the end {report['engine_slots_busy_at_end']} "
-        f"busy slots, {report['engine_queue_at_end']} queued"
-    )
+    figures = run_load(args.clients, args.duration, args.warmup, args.max_tokens, args.slots)
+    report = emit("load", figures, args.json)
+    growth = report["rss_growth_pct"]
+    headers = ["clients", "duration s", "ok", "errors", "req/s", "p50 s", "p95 s"]
+    row = [
+        report["clients"],
+        report["duration_s"],
+        report["requests_ok"],
+        report["errors"],
+        report["requests_per_s"],
+        report["latency_p50_s"],
+        report["latency_p95_s"],
+        growth["gateway_kb"],
+        growth["engine_kb"],
+        report["engine_slots_busy_at_end"],
+        report["engine_queue_at_end"],
+    ]
+    rest = ["gateway RSS +%", "engine RSS +%", "busy slots at end", "queued at end"]
+    print()
+    print(table([*headers, *rest], [row]))
+    print(f"\n{describe(report)}")
     healthy = (
         report["errors"] == 0
         and max(report["rss_growth_pct"].values()) < 10

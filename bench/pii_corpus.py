@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Seeded generator of a labelled PII evaluation corpus of chat-completion requests.
 
 Each line of the output is one OpenAI ``/v1/chat/completions`` request body (multi-turn, often
@@ -7,8 +6,8 @@ data in it.  Two splits are produced from disjoint halves of every template list
 ``dev`` (seed 11) and ``heldout`` (seed 29).  Standard library only; the same command always
 writes byte-identical files.
 
-    python bench/pii_corpus.py            # writes bench/data/pii-conversations-{dev,heldout}.jsonl
-    python bench/pii_corpus.py --check    # regenerate in memory and compare with the files
+    python -m bench.pii_corpus            # writes bench/data/pii-conversations-{dev,heldout}.jsonl
+    python -m bench.pii_corpus --check    # regenerate in memory and compare with the files
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.paths import DATA_DIR
 from gateway.pii.entities import LABELLED
 
 LABELS = LABELLED
@@ -36,7 +35,6 @@ FIELDS = ("content", "tool_result", "tool_arguments", "tool_description", "name"
 SPLITS = {"dev": 11, "heldout": 29}
 N_POSITIVE = 176
 N_NEGATIVE = 36
-DATA_DIR = Path(__file__).resolve().parent / "data"
 
 PER = "PERSON"
 EMAIL = "EMAIL_ADDRESS"
@@ -4236,7 +4234,7 @@ def multilingual(ctx: Ctx) -> Conv:
     )
     c.tools = [t_up]
     extras: dict[str, Any] = {}
-    parts = [
+    parts: list[object] = [
         ph(ctx, lang, "intro", name=p.full()) + ", " + ph(ctx, lang, "dob", dob=d) + ". ",
         ph(ctx, lang, "ask") + " ",
     ]

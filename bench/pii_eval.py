@@ -1,9 +1,9 @@
 """PII protection measured end to end: what a real gateway forwards, and what it gives back.
 
-    .venv/bin/python bench/pii_eval.py [--data FILE ...] [--ner off|on] [--quick N]
-                                       [--runs 200] [--runs-long 20] [--json FILE]
+    python -m bench.pii_eval [--data FILE ...] [--ner off|on] [--quick N]
+                             [--runs 200] [--runs-long 20] [--json FILE]
 
-Starts ``bench/echo_upstream.py`` (records every request, answers with the echo of the whole
+Starts ``bench.echo_upstream`` (records every request, answers with the echo of the whole
 conversation) and, per variant, a gateway in front of it as it ships (TLS, simulated
 attestation) with ``pii.ner: off``; ``--ner on`` adds a second gateway with ``ner: on`` when
 the spaCy model is installed. Routes: ``tokenize`` and ``tokenize-introduced`` (tokenize
@@ -34,11 +34,9 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime
 import importlib.util
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -52,15 +50,14 @@ from typing import IO, Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.echo_upstream import echo_text
+from bench.paths import DATA_DIR, ROOT, cache_dir, default_json, in_checkout
+from bench.report import describe, emit, table
+from bench.stack import free_port, start_gateway, stop, wait_http
+from bench.stats import summary
+from gateway.auth import hash_key
+from gateway.pii.entities import LABELLED
 
-from bench.echo_upstream import echo_text  # noqa: E402
-from bench.stack import free_port, start_gateway, stop, wait_http  # noqa: E402
-from gateway.auth import hash_key  # noqa: E402
-from gateway.pii.entities import LABELLED  # noqa: E402
-
-DATA_DIR = ROOT / "bench" / "data"
 DEFAULT_DATA = [
     DATA_DIR / "pii-conversations-dev.jsonl",
     DATA_DIR / "pii-conversations-heldout.jsonl",
@@ -194,16 +191,10 @@ def gateway_config(tmp: Path, variant: str, ner: str, upstream: str) -> dict[str
 def start_echo_upstream(record: Path, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "echo_upstream.py"),
-            "--port",
-            str(port),
-            "--record",
-            str(record),
-        ],
+        [sys.executable, "-m", "bench.echo_upstream", "--port", str(port), "--record", str(record)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/v1/models", False, 30)
@@ -321,9 +312,10 @@ def run_traffic(
         timeout=120,
     ) as client:
         first = next((rows[0] for rows in splits.values() if rows), None)
-        for route, stream in EXCHANGES if first is not None else ():
-            # Connections, TLS sessions and lazy imports warm up outside the measured traffic.
-            send(client, request_body(first, route, stream), f"warmup-{gateway.variant}")
+        for route, stream in EXCHANGES:
+            if first is not None:
+                # Connections, TLS sessions and lazy imports warm up outside the measured traffic.
+                send(client, request_body(first, route, stream), f"warmup-{gateway.variant}")
         upstream = UpstreamRecord(record)
         for conversations in splits.values():
             for conversation in conversations:
@@ -493,8 +485,8 @@ class LeakTally:
     negatives_altered: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, span: Span, outcome: str) -> None:
-        for table, key in ((self.labels, span.label), (self.fields, span.field)):
-            table.setdefault(key, Counter())[outcome] += 1
+        for tally, key in ((self.labels, span.label), (self.fields, span.field)):
+            tally.setdefault(key, Counter())[outcome] += 1
         self.total[outcome] += 1
 
 
@@ -610,13 +602,6 @@ def exchange_name(route: str, stream: bool) -> str:
     return f"{route}/{'stream' if stream else 'non-stream'}"
 
 
-def percentile(samples: list[float], q: float) -> float | None:
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    return round(ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))], 3)
-
-
 def round_trip_report(exchanges: list[Exchange]) -> dict[str, Any]:
     report = {}
     for route, stream in EXCHANGES:
@@ -627,8 +612,7 @@ def round_trip_report(exchanges: list[Exchange]) -> dict[str, Any]:
         ]
         report[exchange_name(route, stream)] = {
             "requests": len(samples),
-            "p50_ms": percentile(samples, 0.5),
-            "p95_ms": percentile(samples, 0.95),
+            **summary(samples, (50, 95), unit="ms"),
         }
     return report
 
@@ -675,16 +659,14 @@ def timings(detect: Callable[[str], Any], text: str, runs: int) -> dict[str, flo
         started = time.perf_counter()
         detect(text)
         samples.append((time.perf_counter() - started) * 1000)
-    return {"runs": runs, "p50_ms": percentile(samples, 0.5), "p95_ms": percentile(samples, 0.95)}
+    return {"runs": runs, **summary(samples, (50, 95), unit="ms")}
 
 
 def presidio_engine() -> Callable[[str], Any]:
     # Presidio's e-mail recognizer validates domains with tldextract, which would fetch the
     # public suffix list on first use: never, use the bundled snapshot.
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
-    os.environ.setdefault(
-        "TLDEXTRACT_CACHE", str(Path.home() / ".cache" / "confidential-gateway" / "tldextract")
-    )
+    os.environ.setdefault("TLDEXTRACT_CACHE", str(cache_dir() / "tldextract"))
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.nlp_engine import NlpEngineProvider
 
@@ -723,34 +705,9 @@ def ner_installed() -> bool:
 # --- report -----------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or "unknown"
-
-
-def machine() -> dict[str, Any]:
-    """What the figures need beside them: when, which commit, on what."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": commit or None,
-        "cpu": cpu_model(),
-        "cpus": os.cpu_count(),
-        "machine": f"{platform.system()} {platform.release()} {platform.machine()}",
-        "python": platform.python_version(),
-    }
-
-
-def table(title: str, headers: list[str], rows: list[list[Any]]) -> None:
-    print(f"\n{title}\n")
-    print("| " + " | ".join(headers) + " |")
-    print("| " + " | ".join("---" for _ in headers) + " |")
-    for row in rows:
-        print("| " + " | ".join("" if v is None else str(v) for v in row) + " |")
+def print_table(title: str, headers: list[str], rows: list[list[Any]]) -> None:
+    print()
+    print(table(headers, rows, title=title))
 
 
 def outcome_rows(rows: dict[str, dict[str, Any]]) -> list[list[Any]]:
@@ -767,8 +724,10 @@ def print_tables(report: dict[str, Any]) -> None:
         for split, leaks in result["leaks"].items():
             where = f"{variant}, {split}"
             rows = outcome_rows(leaks["labels"]) + outcome_rows({"total": leaks["total"]})
-            table(f"Leaks per label ({where})", ["label", *headers], rows)
-            table(f"Leaks per field ({where})", ["field", *headers], outcome_rows(leaks["fields"]))
+            print_table(f"Leaks per label ({where})", ["label", *headers], rows)
+            print_table(
+                f"Leaks per field ({where})", ["field", *headers], outcome_rows(leaks["fields"])
+            )
             negatives = leaks["negatives"]
             altered = ", ".join(
                 f"{a['id']} ({a['first_difference']})" for a in negatives["altered"]
@@ -785,19 +744,22 @@ def print_tables(report: dict[str, Any]) -> None:
                 failed = ", ".join(f"{f['id']} ({f['reason']})" for f in r["failures"][:8])
                 more = len(r["failures"]) - 8
                 rows.append([name, r["summary"], failed + (f", +{more} more" if more > 0 else "")])
-            table(f"Restore exactness ({variant}, {split})", ["route", "exact", "failures"], rows)
+            print_table(
+                f"Restore exactness ({variant}, {split})", ["route", "exact", "failures"], rows
+            )
         rows = [
             [n, r["requests"], r["p50_ms"], r["p95_ms"]] for n, r in result["round_trip"].items()
         ]
-        table(f"Gateway round trip ({variant})", ["route", "requests", "p50 ms", "p95 ms"], rows)
+        print_table(
+            f"Gateway round trip ({variant})", ["route", "requests", "p50 ms", "p95 ms"], rows
+        )
     rows = [
         [name, r["250"]["p50_ms"], r["250"]["p95_ms"], r["8000"]["p50_ms"], r["8000"]["p95_ms"]]
         for name, r in report["detector_latency"].items()
     ]
     headers = ["detector", "250 chars p50 ms", "p95", "8,000 chars p50 ms", "p95"]
-    table("Detector latency (in-process, result cache off)", headers, rows)
-    meta = report["meta"]
-    print(f"\n{meta['date']}, commit {meta['commit']}, {meta['cpu']} ({meta['cpus']} CPUs)")
+    print_table("Detector latency (in-process, result cache off)", headers, rows)
+    print(f"\n{describe(report)}")
 
 
 # --- main -------------------------------------------------------------------------------
@@ -843,7 +805,7 @@ def main() -> int:
     parser.add_argument("--quick", type=int, metavar="N", help="only the first N per split")
     parser.add_argument("--runs", type=int, default=200, help="detector runs, 250 characters")
     parser.add_argument("--runs-long", type=int, default=20, help="detector runs, 8,000")
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "pii.json")
+    parser.add_argument("--json", type=Path, default=default_json("pii"))
     args = parser.parse_args()
     missing = [str(p) for p in args.data if not p.exists()]
     if missing:
@@ -857,9 +819,8 @@ def main() -> int:
         else:
             print(f"--ner on: {NER_MODEL_PACKAGE} is not installed; skipped", file=sys.stderr)
     started = time.perf_counter()
-    report: dict[str, Any] = {
-        "meta": machine(),
-        "data": [str(p) for p in args.data],
+    figures: dict[str, Any] = {
+        "data": [in_checkout(p) for p in args.data],
         "corpus": {
             name: {
                 "conversations": len(rows),
@@ -869,18 +830,14 @@ def main() -> int:
             for name, rows in splits.items()
         },
     }
-    report["variants"] = {
+    figures["variants"] = {
         variant: {"traffic_s": round(seconds, 1), **score(exchanges, list(splits))}
         for variant, (seconds, exchanges) in serve_and_send(variants, splits).items()
     }
     everything = [c for rows in splits.values() for c in rows]
-    report["detector_latency"] = detector_latency(everything, args.runs, args.runs_long)
-    report["elapsed_s"] = round(time.perf_counter() - started, 1)
-
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
-    print_tables(report)
+    figures["detector_latency"] = detector_latency(everything, args.runs, args.runs_long)
+    figures["elapsed_s"] = round(time.perf_counter() - started, 1)
+    print_tables(emit("pii", figures, args.json))
     return 0
 
 

@@ -1,28 +1,28 @@
 """Does a seeded request give the same text alone and inside a batch of other requests?
 
-    .venv/bin/python bench/seed_determinism.py [--trials 10] [--companions 7]
+    python -m bench.seed_determinism [--trials 10] [--companions 7] [--model GGUF] [--json FILE]
 
 For each trial, one seeded request runs alone twice (must match: that is the contract), then
 once while ``--companions`` other requests decode in the same batches. llama.cpp's batched
 kernels can change low-order bits of the logits with batch shape, which may flip a sampled
-token; this measures how often that happens. Prints JSON and a summary.
+token; this measures how often that happens. Prints JSON and a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.engine_bench import wait_ready  # noqa: E402
-from bench.stack import free_port  # noqa: E402
+from bench.paths import default_json
+from bench.report import describe, emit, table
+from bench.stack import free_port, stop, wait_ready
+from enclave_backend.model_file import packaged_model_path
 
 
 async def ask(client: httpx.AsyncClient, content: str, seed: int, max_tokens: int) -> str:
@@ -76,14 +76,14 @@ async def trials(base: str, n: int, companions: int, max_tokens: int) -> dict[st
 
 
 def main() -> int:
-    import subprocess
-    import tempfile
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--companions", type=int, default=7)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--model", type=Path, default=None, help="GGUF (default: packaged)")
+    parser.add_argument("--json", type=Path, default=default_json("seed_determinism"))
     args = parser.parse_args()
+    model = args.model or packaged_model_path()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log:
@@ -92,6 +92,8 @@ def main() -> int:
                 sys.executable,
                 "-m",
                 "enclave_backend",
+                "--model",
+                str(model),
                 "--port",
                 str(port),
                 "--slots",
@@ -104,16 +106,20 @@ def main() -> int:
         )
         try:
             wait_ready(base, "/health", process, timeout=120)
-            report = asyncio.run(trials(base, args.trials, args.companions, args.max_tokens))
+            figures = asyncio.run(trials(base, args.trials, args.companions, args.max_tokens))
         finally:
-            process.terminate()
-            process.wait(timeout=30)
-    print(json.dumps(report, indent=2))
-    print(
-        f"\nalone, repeated: {report['alone_repeat_identical']}/{args.trials} identical; "
-        f"with {args.companions} companions: {report['batched_identical_to_alone']}/"
-        f"{args.trials} identical to alone"
-    )
+            stop([process])
+    report = emit("seed_determinism", {"model": model.name, **figures}, args.json)
+    headers = ["trials", "companions", "alone twice: identical", "batched: identical to alone"]
+    row = [
+        args.trials,
+        args.companions,
+        report["alone_repeat_identical"],
+        report["batched_identical_to_alone"],
+    ]
+    print()
+    print(table(headers, [row]))
+    print(f"\n{describe(report)}")
     return 0
 
 

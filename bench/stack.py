@@ -1,4 +1,4 @@
-"""Processes the benchmarks run against: the instant mock upstream and a gateway.
+"""Processes the benchmarks run against: the instant mock upstream, a gateway, llama-server.
 
 Each helper starts a real process, waits until it answers, and returns what a client needs.
 ``stop`` ends every process it is given, killing what does not stop in time.
@@ -6,6 +6,8 @@ Each helper starts a real process, waits until it answers, and returns what a cl
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import os
 import socket
 import ssl
@@ -18,7 +20,10 @@ from typing import IO, Any
 import httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.paths import ROOT
+
+# Names an already built llama-server binary, instead of building one (see llama_server_binary).
+LLAMA_SERVER_ENV = "LLAMA_SERVER"
 
 
 def free_port() -> int:
@@ -42,9 +47,10 @@ def wait_http(url: str, verify: ssl.SSLContext | bool, timeout: float) -> None:
 def start_mock(log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "mock_upstream.py"), "--port", str(port)],
+        [sys.executable, "-m", "bench.mock_upstream", "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/v1/models", False, 30)
@@ -93,26 +99,44 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.kill()
 
 
-def cpu_name() -> str:
-    """The CPU model, for the report: figures differ by vendor and generation."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+def wait_ready(base: str, path: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until ``base + path`` answers 200, failing at once should ``process`` exit."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(base + path, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("server did not become ready")
 
 
-def commit() -> str:
-    """The checkout's short commit, for the report."""
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=ROOT,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def llama_server_binary(explicit: Path | None = None) -> tuple[Path | None, str]:
+    """llama.cpp's llama-server, the peer in the same run: (its path or None, why not).
+
+    ``explicit`` (a ``--llama-server`` flag) wins, then ``$LLAMA_SERVER``; otherwise
+    ``bench/build_llama_server.sh`` builds it once from the llama-cpp-python sdist of the
+    installed version (same kernels) into the user's cache and prints the cached path.
+    """
+    named = explicit
+    if named is None and os.environ.get(LLAMA_SERVER_ENV):
+        named = Path(os.environ[LLAMA_SERVER_ENV])
+    if named is not None:
+        if named.is_file() and os.access(named, os.X_OK):
+            return named, ""
+        return None, f"{named} is not an executable file"
+    env = {**os.environ, "PYTHON": sys.executable}
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):  # else the script's pin
+        env["LLAMA_CPP_PYTHON_VERSION"] = importlib.metadata.version("llama-cpp-python")
+    build = subprocess.run(
+        ["bash", str(ROOT / "bench" / "build_llama_server.sh")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if build.returncode != 0:
+        return None, build.stderr[-500:]
+    return Path(build.stdout.strip()), ""

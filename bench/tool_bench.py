@@ -1,6 +1,6 @@
 """Tool calling on the default model: validity, latency, and what the grammar costs per token.
 
-    python bench/tool_bench.py [--json bench/results/tools.json] [--no-peer]
+    python -m bench.tool_bench [--json FILE] [--threads 2] [--no-peer] [--llama-server BIN]
 
 50 prompts (10 tool sets x 5 questions) go to the engine (enclave_backend, the packaged
 SmolLM2 GGUF) with ``tool_choice: "required"`` and with ``"auto"``. A call is valid when the
@@ -11,16 +11,14 @@ Grammar cost: the same prompts streamed with tools (``required``, the grammar on
 and without (plain text), compared by decode time per token after the first token.
 
 Peer, same run, same GGUF, threads and slots: llama-server built from the pinned sdist
-(bench/build_llama_server.sh), run with ``--jinja``, given the same requests.
+(bench/build_llama_server.sh; or ``--llama-server``, ``$LLAMA_SERVER``), run with ``--jinja``,
+given the same requests. Prints JSON (also written to ``--json``) and a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,16 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.paths import default_json
+from bench.report import describe, emit, table
+from bench.stack import free_port, llama_server_binary, stop, wait_ready
+from bench.stats import median, ratio, summary
+from enclave_backend.model_file import packaged_model_path
 
-from bench.stack import free_port, stop  # noqa: E402
-from enclave_backend.model_file import packaged_model_path  # noqa: E402
+Tool = dict[str, Any]
 
 
-def fn(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict:
+def fn(name: str, description: str, properties: dict[str, Any], required: list[str]) -> Tool:
     return {
         "type": "function",
         "function": {
@@ -52,7 +52,7 @@ def fn(name: str, description: str, properties: dict[str, Any], required: list[s
 STR = {"type": "string"}
 INT = {"type": "integer"}
 NUM = {"type": "number"}
-TOOL_SETS: list[tuple[list[dict], list[str]]] = [
+TOOL_SETS: list[tuple[list[Tool], list[str]]] = [
     (
         [
             fn(
@@ -214,25 +214,7 @@ TOOL_SETS: list[tuple[list[dict], list[str]]] = [
 assert sum(len(q) for _, q in TOOL_SETS) == 50
 
 
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "commit": commit,
-        "date": time.strftime("%Y-%m-%d"),
-    }
-
-
-def valid_calls(body: dict[str, Any], tools: list[dict]) -> tuple[bool, int]:
+def valid_calls(body: dict[str, Any], tools: list[Tool]) -> tuple[bool, int]:
     """(whether every call is valid and there is one, the number of calls)."""
     choice = body["choices"][0]
     calls = choice["message"].get("tool_calls") or []
@@ -276,12 +258,11 @@ def run_calls(client: httpx.Client, model: str, choice: str) -> dict[str, Any]:
         "valid_calls": valid,
         "validity_rate": valid / 50,
         "answered_with_calls": called,
-        "latency_p50_s": round(statistics.median(latencies), 3),
-        "latency_p95_s": round(sorted(latencies)[int(0.95 * len(latencies)) - 1], 3),
+        **summary(latencies, (50, 95), unit="s", prefix="latency_"),
     }
 
 
-def per_token_ms(client: httpx.Client, model: str, with_tools: bool) -> float:
+def per_token_ms(client: httpx.Client, model: str, with_tools: bool) -> float | None:
     """Median decode time per token after the first, over the 50 prompts, streamed."""
     samples = []
     for tools, questions in TOOL_SETS:
@@ -312,122 +293,132 @@ def per_token_ms(client: httpx.Client, model: str, with_tools: bool) -> float:
                         stamps.append(time.perf_counter())
             if tokens > 2 and len(stamps) > 1:
                 samples.append((stamps[-1] - stamps[0]) * 1000 / (tokens - 1))
-    return round(statistics.median(samples), 3)
+    return round(median(samples), 3) if samples else None
 
 
-def start(command: list[str], health: str, log: Path) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{command[0]} exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(health, timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"{command[0]} did not start")
+def start(command: list[str], base: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(base, "/health", process, timeout=180)
+    except RuntimeError as exc:
+        stop([process])
+        raise RuntimeError(f"{command[0]}: {exc}: {log.read_text()[-2000:]}") from exc
+    return process
+
+
+def engine_command(model: Path, port: int, threads: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "enclave_backend",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--slots",
+        "2",
+        "--ctx-per-slot",
+        "2048",
+        "--threads",
+        str(threads),
+        "--model-name",
+        "bench",
+    ]
+
+
+def llama_server_command(binary: Path, model: Path, port: int, threads: int) -> list[str]:
+    return [
+        str(binary),
+        "-m",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-np",
+        "2",
+        "-c",
+        "4096",
+        "-t",
+        str(threads),
+        "--jinja",
+        "--alias",
+        "bench",
+        "--log-disable",
+    ]
+
+
+def measure(url: str, served: str) -> dict[str, Any]:
+    with httpx.Client(base_url=url, timeout=300) as client:
+        plain = per_token_ms(client, served, with_tools=False)
+        tools = per_token_ms(client, served, with_tools=True)
+        return {
+            "required": run_calls(client, served, "required"),
+            "auto": run_calls(client, served, "auto"),
+            "ms_per_token_plain": plain,
+            "ms_per_token_tools": tools,
+            "grammar_cost_ratio": ratio(tools, plain),
+        }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "tools.json")
+    parser.add_argument("--json", type=Path, default=default_json("tools"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", type=Path, default=None, help="GGUF (default: packaged)")
     parser.add_argument("--no-peer", action="store_true", help="skip llama-server")
-    args = parser.parse_args()
-    model = packaged_model_path()
-    tmp = Path(tempfile.mkdtemp(prefix="tool-bench-"))
-    servers: dict[str, tuple[str, str]] = {}
-    processes = []
-    try:
-        port = free_port()
-        processes.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "enclave_backend",
-                    "--port",
-                    str(port),
-                    "--slots",
-                    "2",
-                    "--ctx-per-slot",
-                    "2048",
-                    "--threads",
-                    str(args.threads),
-                    "--model-name",
-                    "bench",
-                ],
-                f"http://127.0.0.1:{port}/health",
-                tmp / "engine.log",
-            )
-        )
-        servers["enclave_backend"] = (f"http://127.0.0.1:{port}", "bench")
-        if not args.no_peer:
-            build = subprocess.run(
-                ["bash", str(ROOT / "bench" / "build_llama_server.sh")],
-                capture_output=True,
-                text=True,
-            )
-            if build.returncode == 0:
-                port = free_port()
-                binary = build.stdout.strip()
-                processes.append(
-                    start(
-                        [
-                            binary,
-                            "-m",
-                            str(model),
-                            "--host",
-                            "127.0.0.1",
-                            "--port",
-                            str(port),
-                            "-np",
-                            "2",
-                            "-c",
-                            "4096",
-                            "-t",
-                            str(args.threads),
-                            "--jinja",
-                            "--alias",
-                            "bench",
-                            "--log-disable",
-                        ],
-                        f"http://127.0.0.1:{port}/health",
-                        tmp / "llama-server.log",
-                    )
-                )
-                servers["llama-server --jinja"] = (f"http://127.0.0.1:{port}", "bench")
-            else:
-                print(f"llama-server unavailable: {build.stderr[-400:]}", file=sys.stderr)
-        results: dict[str, Any] = {"machine": machine(), "model": model.name, "servers": {}}
-        for name, (url, served) in servers.items():
-            with httpx.Client(base_url=url, timeout=300) as client:
-                entry = {
-                    "required": run_calls(client, served, "required"),
-                    "auto": run_calls(client, served, "auto"),
-                    "ms_per_token_plain": per_token_ms(client, served, with_tools=False),
-                    "ms_per_token_tools": per_token_ms(client, served, with_tools=True),
-                }
-                entry["grammar_cost_ratio"] = round(
-                    entry["ms_per_token_tools"] / entry["ms_per_token_plain"], 3
-                )
-                results["servers"][name] = entry
-                print(json.dumps({name: entry}), flush=True)  # progress, should a later server fail
-    finally:
-        stop(processes)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-    print(
-        f"\n{'server':<22} {'required valid':>15} {'auto valid':>11} {'auto calls':>11} {'p50 s':>7} {'ms/tok plain':>13} {'ms/tok tools':>13} {'cost':>6}"
+    parser.add_argument(
+        "--llama-server", type=Path, default=None, help="llama-server binary (default: built)"
     )
-    for name, e in results["servers"].items():
-        print(
-            f"{name:<22} {e['required']['valid_calls']:>12}/50 {e['auto']['valid_calls']:>8}/50 {e['auto']['answered_with_calls']:>8}/50 {e['required']['latency_p50_s']:>7} {e['ms_per_token_plain']:>13} {e['ms_per_token_tools']:>13} {e['grammar_cost_ratio']:>6}"
-        )
+    args = parser.parse_args()
+    model = args.model or packaged_model_path()
+    servers: dict[str, tuple[str, str]] = {}
+    processes: list[subprocess.Popen[bytes]] = []
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="tool-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            engine = engine_command(model, port, args.threads)
+            processes.append(start(engine, base, tmp / "engine.log"))
+            servers["enclave_backend"] = (base, "bench")
+            binary, why_not = (
+                (None, "--no-peer") if args.no_peer else llama_server_binary(args.llama_server)
+            )
+            if binary is not None:
+                port = free_port()
+                base = f"http://127.0.0.1:{port}"
+                peer = llama_server_command(binary, model, port, args.threads)
+                processes.append(start(peer, base, tmp / "llama-server.log"))
+                servers["llama-server --jinja"] = (base, "bench")
+            elif not args.no_peer:
+                print(f"llama-server unavailable: {why_not}", file=sys.stderr)
+            for name, (url, served) in servers.items():
+                results[name] = measure(url, served)
+                # Progress, should a later server fail.
+                print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
+        finally:
+            stop(processes)
+    report = emit("tools", {"model": model.name, "servers": results}, args.json)
+    headers = ["server", "required valid", "auto valid", "auto calls", "p50 s"]
+    rows = [
+        [
+            name,
+            f"{e['required']['valid_calls']}/50",
+            f"{e['auto']['valid_calls']}/50",
+            f"{e['auto']['answered_with_calls']}/50",
+            e["required"]["latency_p50_s"],
+            e["ms_per_token_plain"],
+            e["ms_per_token_tools"],
+            e["grammar_cost_ratio"],
+        ]
+        for name, e in report["servers"].items()
+    ]
+    print()
+    print(table([*headers, "ms/tok plain", "ms/tok tools", "cost"], rows))
+    print(f"\n{describe(report)}")
     return 0
 
 
