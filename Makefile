@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed-$(LLAMA_CPP_PYTHON)
 NODE_CLIENT := tests/clients/node
 NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: run test engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm bench-tools bench-fairness clean
+.PHONY: run test engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm bench-tools bench-fairness bench-embeddings clean
 
 $(WHEEL_DIR)/.built:
 	mkdir -p $(WHEEL_DIR)
@@ -75,6 +75,9 @@ bench-tools: $(STAMP)
 
 bench-fairness: $(STAMP)
 	$(PY) -m bench.fairness_bench
+
+bench-embeddings: $(STAMP)
+	$(PY) -m bench.embeddings_bench
 
 bench-attestation: $(STAMP)
 	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[bench]'

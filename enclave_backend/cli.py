@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--embedding-batch-tokens",
         type=_positive,
-        default=256,
+        default=512,
         help="tokens per embedding batch (default: %(default)s)",
     )
     model.add_argument(

@@ -56,7 +56,7 @@ class EngineSettings:
     shareable_prefixes: tuple[str, ...] = ()  # system message texts (--shareable-prefix-file)
     tenant_active_s: float = 30.0  # --tenant-active-s
     embedding: bool = False  # --embedding: serve an embedding model (embedding_server)
-    embedding_batch_tokens: int = 256  # --embedding-batch-tokens
+    embedding_batch_tokens: int = 512  # --embedding-batch-tokens
 
     def listen_address(self) -> str:
         if self.socket:

@@ -6,11 +6,11 @@ e-mail address in a schema, a person's name) is never echoed back.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.errors import GatewayError, from_validation_error, parameter_shaped
+from gateway.errors import from_validation_error, parameter_shaped
 from gateway.pii.recognizers.gazetteer import is_known_name
 from gateway.pii.recognizers.names import handle_is_name
 
@@ -35,5 +35,10 @@ def parse_body(model: type[M], body: bytes) -> M:
         raise from_validation_error(exc, echoable=echoable_parameter) from None
 
 
-def refuse(message: str, param: str, code: str = "invalid_value") -> GatewayError:
-    return GatewayError(400, message, param=param, code=code)
+def parse_translated(model: type[M], data: dict[str, Any]) -> M:
+    """``data`` (another endpoint's request, translated) validated as ``model``: every limit
+    and refusal of ``model`` applies, and a violation is the client's 400, not a 500."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc, echoable=echoable_parameter) from None

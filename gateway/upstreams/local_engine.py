@@ -39,7 +39,11 @@ def build(
                 deployment,
                 served_name=model.name,
                 socket=socket,
-                threads=context.threads_per_engine,
+                threads=(
+                    context.threads_per_embedding_engine
+                    if deployment.embedding
+                    else context.threads_per_engine
+                ),
             ),
             socket=socket,
             log_path=config.run_dir / "engines" / f"{stem}.log",

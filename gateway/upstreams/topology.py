@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import GatewayConfig, ModelConfig
+from gateway.config import GatewayConfig, LocalDeployment, ModelConfig
 from gateway.engines import EngineProcess
 from gateway.upstreams import attested_remote, litellm, local_engine, remote
 from gateway.upstreams.attested_remote import AttestedRemoteUpstream
@@ -25,10 +25,15 @@ class TopologyError(Exception):
 
 @dataclass
 class BuildContext:
-    """What every kind's builder may read, and where it registers what must run."""
+    """What every kind's builder may read, and where it registers what must run.
+
+    Chat engines share the cores between them; an embedding engine (bursty, idle between
+    batches) gets half of them, so a busy one slows a chat engine less than an equal share
+    of threads would (ggml threads spin while they wait)."""
 
     config: GatewayConfig
     threads_per_engine: int
+    threads_per_embedding_engine: int
     engines: list[EngineProcess] = field(default_factory=list)
     attested: list[AttestedRemoteUpstream] = field(default_factory=list)
 
@@ -62,10 +67,15 @@ class Topology:
 
 
 def build_topology(config: GatewayConfig) -> Topology:
-    local_replicas = sum(
-        getattr(d, "replicas", 0) for m in config.models for d in m.deployments if d.kind == "local"
+    cores = os.cpu_count() or 1
+    local = [d for m in config.models for d in m.deployments if isinstance(d, LocalDeployment)]
+    chat = sum(d.replicas for d in local if not d.embedding)
+    embedding = sum(d.replicas for d in local if d.embedding)
+    context = BuildContext(
+        config,
+        threads_per_engine=max(1, cores // max(1, chat)),
+        threads_per_embedding_engine=max(1, cores // 2 // max(1, embedding)),
     )
-    context = BuildContext(config, max(1, (os.cpu_count() or 1) // max(1, local_replicas)))
     groups: dict[str, Group] = {}
     summaries: dict[str, list[Callable[[], str]]] = {}
     for model in config.models:

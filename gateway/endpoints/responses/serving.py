@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.endpoints.parsing import parse_body
+from gateway.endpoints.parsing import parse_body, parse_translated
 from gateway.endpoints.responses.protocol import ResponsesRequest
 from gateway.endpoints.responses.translate import ResponsesStream, from_chat, to_chat
 from gateway.errors import GatewayError
@@ -39,7 +39,7 @@ class ResponsesEndpoint:
 
     def parse(self, body: bytes) -> ParsedRequest[ResponsesRequest]:
         request = parse_body(ResponsesRequest, body)
-        chat = ChatCompletionRequest.model_validate(to_chat(request))
+        chat = parse_translated(ChatCompletionRequest, to_chat(request))
         return ParsedRequest(
             request,
             request.model,
