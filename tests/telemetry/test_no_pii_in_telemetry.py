@@ -150,7 +150,7 @@ def test_no_planted_value_in_spans_metrics_or_logs(
         assert name in spans, name
     assert_clean(spans.decode("utf-8", "replace"), "exported spans")
 
-    assert 'gateway_requests_total{model="echo",status="200"}' in metrics
+    assert 'gateway_requests_total{endpoint="chat",model="echo",status="200"}' in metrics
     assert 'gateway_pii_entities_total{type="EMAIL_ADDRESS"}' in metrics
     assert "gateway_engine_slots_busy" in metrics
     assert_clean(metrics, "metrics")
