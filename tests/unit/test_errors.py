@@ -45,7 +45,16 @@ def test_a_client_key_that_is_a_secret_or_a_name_is_never_echoed() -> None:
     from gateway.endpoints.parsing import echoable_parameter
     from gateway.protocol import ChatCompletionRequest
 
-    for key in ("AKIAIOSFODNN7EXAMPLE", "margaret_thornton", "sk_live_51h8abcdef", "sarah"):
+    for key in (
+        "AKIAIOSFODNN7EXAMPLE",
+        "margaret_thornton",
+        "sk_live_51h8abcdef",
+        "sk_live_ab",
+        "sarah",
+        "jane_doe",
+        "janedoe",
+        "jdoe",
+    ):
         body = {"model": "m", "messages": [{"role": "user", "content": "x"}], key: 1}
         try:
             ChatCompletionRequest.model_validate(body)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
 import confidential_common
 import enclave_backend
@@ -26,17 +25,13 @@ from confidential_common.wire_limits import (
     MAX_TOP_LOGPROBS,
 )
 from enclave_backend.http_app import parse_chat_request
-from gateway.endpoints.parsing import echoable_parameter
-from gateway.errors import from_validation_error
+from gateway.endpoints.parsing import parse_body
 from gateway.protocol import ChatCompletionRequest as GatewayChatRequest
 
 
 def gateway_parse(body: bytes) -> GatewayChatRequest:
     """What the gateway's chat endpoint does with a body it has read."""
-    try:
-        return GatewayChatRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise from_validation_error(exc, echoable=echoable_parameter) from None
+    return parse_body(GatewayChatRequest, body)
 
 
 def chat(**extra: Any) -> dict[str, Any]:

@@ -61,7 +61,8 @@ class ResponsesEndpoint:
         answer: Chunk,
         response_id: str,
     ) -> dict[str, Any]:
-        return from_chat(answer, parsed.request, response_id, int(time.time()))
+        now = int(time.time())
+        return from_chat(answer, parsed.request, response_id, now, completed_at=now)
 
     def stream(
         self,
