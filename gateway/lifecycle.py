@@ -16,9 +16,9 @@ import asyncio
 import hmac
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from opentelemetry import trace
@@ -65,6 +65,24 @@ class ParsedRequest(Generic[R]):
     max_tokens_field: str | None = "max_tokens"
     text_param: str = "messages"
     opaque_input: str | None = None
+    # Upstream parameter names as this endpoint's client knows them (an endpoint served by
+    # translation: the Responses API's "input" is chat's "messages").
+    client_params: Mapping[str, str] = field(default_factory=dict)
+
+    def client_error(self, error: GatewayError) -> GatewayError:
+        """``error`` naming this endpoint's parameter, not the upstream request's."""
+        return client_named(error, self.client_params)
+
+
+def client_named(error: GatewayError, names: Mapping[str, str]) -> GatewayError:
+    """``error`` with its ``param`` renamed by ``names`` (upstream name -> client name; the
+    first whose name is the param or a prefix of its path wins)."""
+    param = error.param
+    for upstream, client in names.items():
+        if param and (param == upstream or param.startswith((upstream + ".", upstream + "["))):
+            error.param = client
+            break
+    return error
 
 
 class Endpoint(Protocol[R]):
@@ -192,7 +210,7 @@ class RequestLifecycle:
             try:
                 done, answer = await unless_disconnected(request, self._pipeline.complete(exchange))
             except (UpstreamError, NoUpstream) as exc:
-                raise upstream_error(exc) from None
+                raise parsed.client_error(upstream_error(exc)) from None
             if not done or answer is None:
                 exchange.cancel.cancel()
                 self.finish(record, 499)
@@ -269,7 +287,7 @@ class RequestLifecycle:
             chunks = await resources.enter_async_context(self._pipeline.stream(exchange))
         except (UpstreamError, NoUpstream) as exc:
             await resources.aclose()
-            raise upstream_error(exc) from None
+            raise parsed.client_error(upstream_error(exc)) from None
         except GatewayError:
             await resources.aclose()
             if watcher.done() and not watcher.cancelled():
@@ -285,14 +303,16 @@ class RequestLifecycle:
         resources.callback(self.finish, record, 499)
         assert record.facts.response_id is not None
         body = endpoint.stream(parsed, exchange, chunks, record.facts.response_id, record)
-        return SSEResponse(self._events(record, body), resources)
+        return SSEResponse(self._events(record, body, parsed), resources)
 
-    async def _events(self, record: RequestRecord, body: StreamBody) -> AsyncIterator[bytes]:
+    async def _events(
+        self, record: RequestRecord, body: StreamBody, parsed: ParsedRequest[Any]
+    ) -> AsyncIterator[bytes]:
         try:
             async for event in self._signer.stream(
                 record,
                 body,
-                to_error=stream_failure,
+                to_error=lambda exc: parsed.client_error(stream_failure(exc)),
                 finished=lambda status, code: self.finish(record, status, code),
             ):
                 yield event

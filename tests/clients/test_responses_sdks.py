@@ -362,6 +362,22 @@ def test_store_true_and_previous_response_id_are_refused_by_name(served: Running
         assert isinstance(error, dict) and error["param"] == param
 
 
+def test_errors_of_the_translated_request_name_the_responses_parameters(
+    served: RunningGateway,
+) -> None:
+    """Served through chat, but a client of the Responses API hears its own names: an input
+    over the context is 'input' (not 'messages'), an output budget 'max_output_tokens'."""
+    client, _ = sdk(served)
+    for extra, param in (
+        ({"input": "word " * 3000}, "input"),
+        ({"input": "Hi", "max_output_tokens": 100000}, "max_output_tokens"),
+    ):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.responses.create(model=MODEL, **extra)  # type: ignore[arg-type]
+        error = info.value.body
+        assert isinstance(error, dict) and error["param"] == param, error
+
+
 # -- The OpenAI Agents SDK -----------------------------------------------------------------------
 
 

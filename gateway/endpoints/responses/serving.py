@@ -23,11 +23,23 @@ from gateway.endpoints.responses.protocol import ResponsesRequest
 from gateway.endpoints.responses.translate import ResponsesStream, from_chat, to_chat
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange, RequestRecord
-from gateway.lifecycle import ParsedRequest
+from gateway.lifecycle import ParsedRequest, client_named
 from gateway.pipeline import Chunk
 from gateway.protocol import ChatCompletionRequest
 from gateway.sse import sse_event, token_comment
 from gateway.upstreams.base import Operation
+
+# Chat parameters (of the translated request, and so of upstream errors) by their Responses
+# names; the most specific first.
+CLIENT_PARAMS = {
+    "messages": "input",
+    "max_completion_tokens": "max_output_tokens",
+    "max_tokens": "max_output_tokens",
+    "response_format.json_schema.schema": "text.format.schema",
+    "response_format.json_schema.name": "text.format.name",
+    "response_format": "text.format",
+    "stream_options": "stream",
+}
 
 
 class ResponsesEndpoint:
@@ -39,7 +51,10 @@ class ResponsesEndpoint:
 
     def parse(self, body: bytes) -> ParsedRequest[ResponsesRequest]:
         request = parse_body(ResponsesRequest, body)
-        chat = parse_translated(ChatCompletionRequest, to_chat(request))
+        try:
+            chat = parse_translated(ChatCompletionRequest, to_chat(request))
+        except GatewayError as error:
+            raise client_named(error, CLIENT_PARAMS) from None
         return ParsedRequest(
             request,
             request.model,
@@ -49,6 +64,7 @@ class ResponsesEndpoint:
             client_wants_usage=True,
             completion_tokens=chat.requested_tokens(),
             text_param="input",
+            client_params=CLIENT_PARAMS,
         )
 
     def new_id(self) -> str:
