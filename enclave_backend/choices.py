@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confidential_common.errors import APIError, bad_request
+from confidential_common.errors import bad_request
+from enclave_backend.capacity import overloaded, stopping
 from enclave_backend.generation import (
     Failed,
     Finished,
@@ -25,8 +26,6 @@ from enclave_backend.generation import (
 )
 from enclave_backend.logprobs import TokenLogprob
 from enclave_backend.scheduler import QueueFull, SchedulerStopped, SlotScheduler
-
-QUEUE_FULL_RETRY_AFTER_S = 1
 
 
 class GenerationFailed(Exception):
@@ -52,17 +51,9 @@ def queue_choices(
         for handle in handles:
             handle.cancel()
         if isinstance(exc, QueueFull):
-            raise APIError(
-                503,
-                f"The engine is at capacity ({exc}); retry after a moment.",
-                type="server_error",
-                code="engine_overloaded",
-                headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
-            ) from None
+            raise overloaded(str(exc)) from None
         if isinstance(exc, SchedulerStopped):
-            raise APIError(
-                503, "The engine is shutting down.", type="server_error", code="engine_stopping"
-            ) from None
+            raise stopping() from None
         raise
     return handles
 

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from confidential_common.errors import APIError, bad_request, from_validation_error
+from enclave_backend.capacity import overloaded, stopping
 from enclave_backend.embedding_engine import (
     EmbeddingEngine,
     EmbeddingEngineStopped,
@@ -36,7 +37,6 @@ from enclave_backend.http_app import (
     unless_disconnected,
 )
 
-QUEUE_FULL_RETRY_AFTER_S = 1
 # Up to this many inputs, tokenizing and formatting take less than a hop to a worker thread.
 INLINE_INPUTS = 16
 
@@ -154,17 +154,9 @@ class Embeddings:
             )
             vectors = await self._engine.embed(lists, tenant=tenant)
         except EmbeddingQueueFull as exc:
-            raise APIError(
-                503,
-                f"The embedding engine is at capacity ({exc}); retry after a moment.",
-                type="server_error",
-                code="engine_overloaded",
-                headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
-            ) from None
+            raise overloaded(str(exc), "embedding engine") from None
         except EmbeddingEngineStopped:
-            raise APIError(
-                503, "The engine is shutting down.", type="server_error", code="engine_stopping"
-            ) from None
+            raise stopping() from None
         except EmbeddingFailed as exc:
             raise APIError(
                 500, f"The engine could not embed the input: {exc}.", type="server_error"
