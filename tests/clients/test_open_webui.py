@@ -67,6 +67,10 @@ def test_open_webuis_default_chat_request_streams_a_valid_answer(served: Running
             assert call["name"] in names and call["id"]
             assert isinstance(json.loads(call["arguments"]), dict)
         follow_up(served, recorded, calls)
+    elif finish == "length" and calls:
+        # The context ran out inside a tool call (seen with seed 7: 36 tools leave little
+        # room): OpenAI's answer too is "length" with the call cut short, so nothing to run.
+        assert all(call["name"] in names for call in calls.values())
     else:
         assert content
 
