@@ -195,6 +195,17 @@ class LocalDeployment(_Section):
     # An embedding model: the engine serves /v1/embeddings (pooled, normalized) and nothing else.
     embedding: bool = False
 
+    @model_validator(mode="after")
+    def _embedding_weights(self) -> LocalDeployment:
+        # The packaged default, or a GGUF by path: a chat model's package would be ignored.
+        chosen = {"model_package", "model_file", "shareable_prefixes"} & self.model_fields_set
+        if self.embedding and chosen:
+            raise ValueError(
+                f"an embedding deployment takes model_path (an embedding GGUF) or the packaged "
+                f"all-MiniLM-L6-v2; {', '.join(sorted(chosen))} do not apply to it"
+            )
+        return self
+
     @property
     def upstream_kind(self) -> Literal["local"]:
         return "local"

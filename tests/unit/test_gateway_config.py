@@ -42,6 +42,15 @@ def test_invalid_values_name_the_key_path() -> None:
         parse_config({**MINIMAL, "listener": {"colour": "red"}}, env={})
 
 
+def test_an_embedding_deployment_refuses_a_chat_model_package() -> None:
+    deployment = {"kind": "local", "embedding": True, "model_file": "x.gguf"}
+    data = {**MINIMAL, "models": [{"name": "e", "deployments": [deployment]}]}
+    with pytest.raises(ConfigError, match=r"models\[0\]\.deployments\[0\].*model_file"):
+        parse_config(data, env={})
+    deployment = {"kind": "local", "embedding": True}
+    parse_config({**MINIMAL, "models": [{"name": "e", "deployments": [deployment]}]}, env={})
+
+
 def test_plain_http_is_refused_off_loopback() -> None:
     with pytest.raises(ConfigError, match="plain_http is only allowed on a loopback"):
         parse_config({**MINIMAL, "listener": {"host": "0.0.0.0", "plain_http": True}}, env={})
