@@ -1,0 +1,1 @@
+"""Sealed model weights: the encrypted file format and opening it in memory."""
