@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from enclave_backend.server import EngineSettings, serve
+from confidential_common.key_broker.base import broker_url, resource_path
+from enclave_backend.settings import EngineSettings, KeyBrokerSettings
 
 
 def _positive(value: str) -> int:
@@ -67,6 +68,31 @@ def build_parser() -> argparse.ArgumentParser:
         / "confidential-gateway"
         / "models",
         help="where converted weights are kept (default: %(default)s)",
+    )
+    sealed = parser.add_argument_group(
+        "sealed model (decrypted in memory after the key broker releases the key)"
+    )
+    sealed.add_argument(
+        "--sealed-model",
+        type=Path,
+        metavar="PATH",
+        help="a file made by `confidential-gateway seal-model` (instead of --model)",
+    )
+    sealed.add_argument(
+        "--key-broker",
+        choices=["kbs", "cdh", "file"],
+        help="kbs: a Trustee KBS (this engine attests with --attestation); cdh: the "
+        "Confidential Containers in-guest endpoint; file: a key file (development only)",
+    )
+    sealed.add_argument("--key-broker-url", metavar="URL", help="the KBS (or CDH) base URL")
+    sealed.add_argument(
+        "--key-resource", metavar="REPO/TYPE/TAG", help="the key's KBS resource path"
+    )
+    sealed.add_argument(
+        "--key-broker-ca-file", type=Path, metavar="PATH", help="CA that signs the KBS certificate"
+    )
+    sealed.add_argument(
+        "--key-file", type=Path, metavar="PATH", help="the key (--key-broker file only)"
     )
     engine = parser.add_argument_group("engine")
     engine.add_argument("--slots", type=_positive, default=4, help="parallel sequences")
@@ -162,6 +188,7 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
                 f"enclave-backend: --host {args.host} is not a loopback address; plain HTTP "
                 "binds 127.0.0.1 only (use --tls-port to serve other machines)"
             )
+    key_broker = _key_broker(args)
     if args.queue < 0:
         raise SystemExit("enclave-backend: --queue must be 0 or more")
     if args.tenant_active_s < 0:
@@ -200,6 +227,61 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
         tenant_active_s=args.tenant_active_s,
         embedding=args.embedding,
         embedding_batch_tokens=args.embedding_batch_tokens,
+        sealed_model=args.sealed_model,
+        key_broker=key_broker,
+    )
+
+
+def _key_broker(args: argparse.Namespace) -> KeyBrokerSettings | None:
+    """The key broker of a sealed model; refuses flags that do not fit together."""
+    given = {
+        "--key-broker-url": args.key_broker_url,
+        "--key-resource": args.key_resource,
+        "--key-broker-ca-file": args.key_broker_ca_file,
+        "--key-file": args.key_file,
+    }
+    if args.sealed_model is None:
+        stray = [flag for flag, value in given.items() if value is not None]
+        if args.key_broker is not None or stray:
+            raise SystemExit(
+                f"enclave-backend: {', '.join(stray or ['--key-broker'])} only apply with "
+                "--sealed-model"
+            )
+        return None
+    if args.model is not None:
+        raise SystemExit("enclave-backend: give --sealed-model or --model, not both")
+    if args.requantize != "none":
+        raise SystemExit(
+            "enclave-backend: --requantize cannot be used with --sealed-model (the converted "
+            "weights would be cached on disk in plain)"
+        )
+    if args.key_broker is None:
+        raise SystemExit("enclave-backend: --sealed-model needs --key-broker (kbs, cdh or file)")
+    allowed = {
+        "kbs": {"--key-broker-url", "--key-resource", "--key-broker-ca-file"},
+        "cdh": {"--key-broker-url", "--key-resource"},
+        "file": {"--key-file"},
+    }[args.key_broker]
+    wrong = [flag for flag, value in given.items() if value is not None and flag not in allowed]
+    if wrong:
+        raise SystemExit(
+            f"enclave-backend: {', '.join(wrong)} do not apply to --key-broker {args.key_broker}"
+        )
+    try:
+        resource = resource_path(args.key_resource) if args.key_resource else None
+        url = (
+            broker_url(args.key_broker_url, loopback_only=args.key_broker == "cdh")
+            if args.key_broker_url
+            else None
+        )
+    except ValueError as exc:
+        raise SystemExit(f"enclave-backend: {exc}") from None
+    return KeyBrokerSettings(
+        kind=args.key_broker,
+        url=url,
+        resource=resource,
+        ca_file=args.key_broker_ca_file,
+        key_file=args.key_file,
     )
 
 
@@ -210,4 +292,25 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return serve(settings_from_args(args))
+    settings = settings_from_args(args)
+    # Before any key or prompt is held: no core dumps, no ptrace, no messages in tracebacks.
+    from enclave_backend.process_hardening import (
+        disable_core_dumps,
+        log_exceptions_without_messages,
+    )
+
+    disable_core_dumps()
+    log_exceptions_without_messages()
+    # A sealed model's key fetch (an attestation round trip to a KBS) runs while llama.cpp
+    # and the rest of the engine are imported.
+    from enclave_backend.sealed_weights import SealedModelError
+    from enclave_backend.weights import KeyFetch
+
+    try:
+        key = KeyFetch.start(settings)
+    except SealedModelError as exc:
+        print(f"enclave-backend: cannot start: {exc}", file=sys.stderr)
+        return 2
+    from enclave_backend.server import serve
+
+    return serve(settings, key)

@@ -27,31 +27,43 @@ from enclave_backend.embedding_model import DEFAULT_EMBEDDING_NAME, packaged_emb
 from enclave_backend.embedding_runtime import EmbeddingOptions
 from enclave_backend.embeddings import Embeddings, embeddings_endpoint
 from enclave_backend.llama_runtime import LlamaLoadError
-from enclave_backend.model_file import ModelFileError, check_gguf, sha256_file
+from enclave_backend.model_file import ModelFileError
+from enclave_backend.sealed_weights import SealedModelError
+from enclave_backend.weights import KeyFetch, Weights, resolve_weights
 
 if TYPE_CHECKING:
-    from enclave_backend.server import EngineSettings
+    from enclave_backend.settings import EngineSettings
 
 
-def load_embeddings(settings: EngineSettings) -> tuple[Embeddings, EmbeddingEngine]:
-    """Resolve (building the packaged GGUF if needed) and load; ModelFileError/LlamaLoadError."""
-    if settings.model_path is not None:
-        path = check_gguf(settings.model_path.expanduser().resolve())
-    else:
-        path = packaged_embedding_gguf(settings.cache_dir)
-    name = settings.model_name or (path.stem if settings.model_path else DEFAULT_EMBEDDING_NAME)
-    engine = EmbeddingEngine.load(
-        EmbeddingOptions(
-            model_path=path,
-            n_threads=settings.threads,
-            batch_tokens=settings.embedding_batch_tokens,
+def load_embeddings(
+    settings: EngineSettings, key: KeyFetch | None = None
+) -> tuple[Embeddings, EmbeddingEngine, Weights]:
+    """Resolve (building the packaged GGUF if needed) and load; ModelFileError,
+    SealedModelError or LlamaLoadError."""
+    weights = resolve_weights(settings, lambda: packaged_embedding_gguf(settings.cache_dir), key)
+    default_name = DEFAULT_EMBEDDING_NAME
+    if settings.model_path is not None or settings.sealed_model is not None:
+        default_name = weights.name
+    try:
+        engine = EmbeddingEngine.load(
+            EmbeddingOptions(
+                model_path=weights.path,
+                n_threads=settings.threads,
+                batch_tokens=settings.embedding_batch_tokens,
+            )
         )
-    )
-    return Embeddings(engine, model_name=name, weights_sha256=sha256_file(path)), engine
+    except BaseException:
+        weights.close()
+        raise
+    name = settings.model_name or default_name
+    return Embeddings(engine, model_name=name, weights_sha256=weights.sha256), engine, weights
 
 
 def embedding_app(
-    embeddings: Embeddings, engine: EmbeddingEngine, on_ready: Callable[[], None]
+    embeddings: Embeddings,
+    engine: EmbeddingEngine,
+    on_ready: Callable[[], None],
+    sealed: dict[str, str] | None = None,
 ) -> Starlette:
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -71,6 +83,7 @@ def embedding_app(
                 "status": "ok" if alive else "embedding worker stopped",
                 "model": embeddings.model_name,
                 "weights_sha256": embeddings.weights_sha256,
+                "sealed": sealed,
                 # The supervisor's view: one worker, busy while inputs wait.
                 "slots": {"total": 1, "busy": int(stats["inputs_waiting"] > 0), "free": 1},
                 "queue": {"depth": stats["inputs_waiting"]},
@@ -112,24 +125,29 @@ def embedding_app(
     )
 
 
-def serve_embeddings(settings: EngineSettings) -> int:
+def serve_embeddings(settings: EngineSettings, key: KeyFetch | None = None) -> int:
     from enclave_backend.server import run_app
 
     started = time.monotonic()
     try:
-        embeddings, engine = load_embeddings(settings)
-    except (ModelFileError, LlamaLoadError) as exc:
+        embeddings, engine, weights = load_embeddings(settings, key)
+    except (ModelFileError, SealedModelError, LlamaLoadError) as exc:
         print(f"enclave-backend: cannot start: {exc}", file=sys.stderr)
         return 2
 
     def announce() -> None:
         print(
             f"enclave-backend ready: embedding model={embeddings.model_name} "
-            f"sha256={embeddings.weights_sha256[:16]}... dims={embeddings.dimensions} "
+            f"{weights.describe()} dims={embeddings.dimensions} "
             f"threads={settings.threads} on {settings.listen_address()} "
             f"({time.monotonic() - started:.1f}s)",
             file=sys.stderr,
             flush=True,
         )
 
-    return run_app(embedding_app(embeddings, engine, announce), settings, None, engine.close)
+    def close() -> None:
+        engine.close()
+        weights.close()
+
+    app = embedding_app(embeddings, engine, announce, weights.health()["sealed"])
+    return run_app(app, settings, None, close)

@@ -189,8 +189,10 @@ class EngineApp:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         on_ready: Callable[[], None] | None = None,
         attestation: Callable[[str | None], dict[str, Any]] | None = None,
+        sealed: dict[str, str] | None = None,
     ) -> None:
         self._attestation = attestation
+        self._sealed = sealed  # /health: a sealed model's file hash, key id and broker
         self._completions = completions
         self._legacy = legacy_completions
         self._scheduler = scheduler
@@ -295,6 +297,7 @@ class EngineApp:
                 "status": "ok" if alive else "decode loop stopped",
                 "model": self._completions.model_name,
                 "weights_sha256": self._completions.weights_sha256,
+                "sealed": self._sealed,
                 "slots": {
                     "total": stats.slots_total,
                     "busy": stats.slots_busy,

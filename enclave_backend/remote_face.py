@@ -20,7 +20,7 @@ from confidential_common.tee.providers import AttestationUnavailable, select_pro
 from confidential_common.tls import TLSIdentity, TLSSetupError, generated_identity
 
 if TYPE_CHECKING:
-    from enclave_backend.server import EngineSettings
+    from enclave_backend.settings import EngineSettings
 
 # The code this process runs: the engine and the package it shares with the gateway.
 CODE_ROOTS = [

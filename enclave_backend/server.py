@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -19,51 +18,18 @@ from enclave_backend.completions import ChatCompletions, shareable_prefixes
 from enclave_backend.http_app import EngineApp
 from enclave_backend.legacy_completions import LegacyCompletions
 from enclave_backend.llama_runtime import LlamaLoadError, LlamaRuntime, RuntimeOptions
-from enclave_backend.model_file import ModelFileError, check_gguf, packaged_model_path, sha256_file
+from enclave_backend.model_file import ModelFileError, packaged_model_path, sha256_file
 from enclave_backend.private_socket import SocketPathError, bind_private_socket, peer_checked
 from enclave_backend.process_hardening import disable_core_dumps, log_exceptions_without_messages
 from enclave_backend.prompt_tokens import prompt_tokenizer
 from enclave_backend.remote_face import RemoteFace, RemoteFaceError
 from enclave_backend.requantize import requantize
 from enclave_backend.scheduler import SlotScheduler
+from enclave_backend.sealed_weights import SealedModelError
+from enclave_backend.settings import EngineSettings
+from enclave_backend.weights import KeyFetch, Weights, resolve_weights
 
 log = logging.getLogger("enclave_backend")
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    model_path: Path | None
-    model_package: str
-    model_file: str
-    model_name: str | None
-    requantize: str
-    cache_dir: Path
-    slots: int
-    ctx_per_slot: int
-    batch: int
-    prefill_chunk: int
-    admission_window_s: float
-    threads: int
-    flash_attn: bool
-    queue: int
-    socket: Path | None
-    host: str
-    port: int | None
-    tls_port: int | None = None
-    tls_names: tuple[str, ...] | list[str] = ()
-    attestation: str = "auto"
-    chat_template_file: Path | None = None
-    shareable_prefixes: tuple[str, ...] = ()  # system message texts (--shareable-prefix-file)
-    tenant_active_s: float = 30.0  # --tenant-active-s
-    embedding: bool = False  # --embedding: serve an embedding model (embedding_server)
-    embedding_batch_tokens: int = 512  # --embedding-batch-tokens
-
-    def listen_address(self) -> str:
-        if self.socket:
-            return f"unix:{self.socket}"
-        if self.tls_port is not None:
-            return f"https://{self.host}:{self.tls_port}"
-        return f"http://{self.host}:{self.port}"
 
 
 @dataclass
@@ -72,27 +38,44 @@ class LoadedEngine:
     scheduler: SlotScheduler
     completions: ChatCompletions
     legacy_completions: LegacyCompletions
-    weights_path: Path
-    weights_sha256: str
+    weights: Weights
+
+    def close(self) -> None:
+        """Free the model, then its in-memory plaintext (a sealed model's memfd)."""
+        self.runtime.close()
+        self.weights.close()
 
 
-def load_engine(settings: EngineSettings) -> LoadedEngine:
-    """Resolve, convert and load the model; raises ModelFileError/LlamaLoadError."""
-    source = (
-        check_gguf(settings.model_path.expanduser().resolve())
-        if settings.model_path is not None
-        else check_gguf(packaged_model_path(settings.model_package, settings.model_file))
+def load_engine(settings: EngineSettings, key: KeyFetch | None = None) -> LoadedEngine:
+    """Resolve, convert and load the model; raises ModelFileError, SealedModelError or
+    LlamaLoadError."""
+    if settings.sealed_model is not None and settings.requantize != "none":
+        # The converted copy is cached on disk: plaintext-derived weights outside the guest.
+        raise SealedModelError("--requantize cannot be used with a sealed model")
+    source = resolve_weights(
+        settings, lambda: packaged_model_path(settings.model_package, settings.model_file), key
     )
-    source_sha = sha256_file(source)
-    weights, weights_sha = source, source_sha
+    weights = source
     if settings.requantize != "none":
-        weights = requantize(
-            source, source_sha, settings.requantize, settings.cache_dir, threads=settings.threads
+        converted = requantize(
+            source.path,
+            source.sha256,
+            settings.requantize,
+            settings.cache_dir,
+            threads=settings.threads,
         )
-        weights_sha = sha256_file(weights)
+        weights = Weights(converted, sha256_file(converted), source.name)
+    try:
+        return _load_runtime(settings, source, weights)
+    except BaseException:
+        weights.close()
+        raise
+
+
+def _load_runtime(settings: EngineSettings, source: Weights, weights: Weights) -> LoadedEngine:
     runtime = LlamaRuntime(
         RuntimeOptions(
-            model_path=weights,
+            model_path=weights.path,
             n_slots=settings.slots,
             ctx_per_slot=settings.ctx_per_slot,
             n_batch=settings.batch,
@@ -125,9 +108,9 @@ def load_engine(settings: EngineSettings) -> LoadedEngine:
         runtime=runtime,
         scheduler=scheduler,
         template=template,
-        model_name=settings.model_name or source.stem,
-        fingerprint=f"fp_{weights_sha[:12]}",
-        weights_sha256=weights_sha,
+        model_name=settings.model_name or source.name,
+        fingerprint=f"fp_{weights.sha256[:12]}",
+        weights_sha256=weights.sha256,
     )
     legacy_completions = LegacyCompletions(
         runtime=runtime,
@@ -140,27 +123,28 @@ def load_engine(settings: EngineSettings) -> LoadedEngine:
         scheduler.set_shareable_prefixes(
             shareable_prefixes(completions, settings.shareable_prefixes)
         )
-    return LoadedEngine(runtime, scheduler, completions, legacy_completions, weights, weights_sha)
+    return LoadedEngine(runtime, scheduler, completions, legacy_completions, weights)
 
 
-def serve(settings: EngineSettings) -> int:
+def serve(settings: EngineSettings, key: KeyFetch | None = None) -> int:
+    """Load and serve; ``key`` is a sealed model's key fetch, already under way."""
     started = time.monotonic()
     disable_core_dumps()
     log_exceptions_without_messages()
     if settings.embedding:
         from enclave_backend.embedding_server import serve_embeddings
 
-        return serve_embeddings(settings)
+        return serve_embeddings(settings, key)
     try:
-        engine = load_engine(settings)
-    except (ModelFileError, LlamaLoadError) as exc:
+        engine = load_engine(settings, key)
+    except (ModelFileError, SealedModelError, LlamaLoadError) as exc:
         print(f"enclave-backend: cannot start: {exc}", file=sys.stderr)
         return 2
 
     def announce() -> None:
         print(
             f"enclave-backend ready: model={engine.completions.model_name} "
-            f"weights={engine.weights_path.name} sha256={engine.weights_sha256[:16]}... "
+            f"{engine.weights.describe()} "
             f"slots={settings.slots}x{engine.runtime.ctx_per_slot} threads={settings.threads} "
             f"on {settings.listen_address()} ({time.monotonic() - started:.1f}s)",
             file=sys.stderr,
@@ -173,7 +157,7 @@ def serve(settings: EngineSettings) -> int:
             remote = RemoteFace.create(settings)
         except RemoteFaceError as exc:
             print(f"enclave-backend: cannot start: {exc}", file=sys.stderr)
-            engine.runtime.close()
+            engine.close()
             return 2
     app = EngineApp(
         engine.completions,
@@ -181,9 +165,10 @@ def serve(settings: EngineSettings) -> int:
         legacy_completions=engine.legacy_completions,
         on_ready=announce,
         attestation=remote.evidence_document if remote else None,
+        sealed=engine.weights.health()["sealed"],
     ).build()
     context = remote.identity.context if remote else None
-    return run_app(app, settings, context, engine.runtime.close)
+    return run_app(app, settings, context, engine.close)
 
 
 def run_app(
