@@ -1,4 +1,4 @@
-"""``confidential-gateway``: serve, engine, hash-key, dev-key."""
+"""``confidential-gateway``: serve, engine, hash-key, verify, seal-model, dev-key."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from gateway.auth import hash_key
 from gateway.config import ConfigError, load_config
 from gateway.process_hardening import disable_core_dumps
+from gateway.seal_cli import add_parser as add_seal_parser
 from gateway.telemetry import configure_logging
 
 
@@ -116,11 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=HEX",
         help="expected measurement (repeatable), e.g. mrtd=..., measurement=...",
     )
+    verify.add_argument(
+        "--expect-weights-sha256", help="the plaintext weights SHA-256 the token must name"
+    )
+    verify.add_argument(
+        "--require-sealed",
+        action="store_true",
+        help="the weights must be sealed, their key released by a KBS or the CDH after "
+        "attestation (not a development key file)",
+    )
+    verify.add_argument(
+        "--expect-key-id", help="the key id the sealed weights must have been opened with"
+    )
     verify.add_argument("--token", help="a response token to check as well")
     verify.add_argument("--request-file", type=Path, help="the exact request body sent")
     verify.add_argument("--response-file", type=Path, help="the exact response body received")
     verify.add_argument("--now", type=int, help="verification time (unix seconds)")
     verify.set_defaults(func=_verify)
+
+    add_seal_parser(commands)
 
     dev = commands.add_parser("dev-key", help="local development key for make run")
     dev.add_argument("--out", type=Path, default=Path(".run/api-key"))

@@ -15,7 +15,17 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from confidential_common.key_broker.base import broker_url, resource_path
 
 
 class ConfigError(Exception):
@@ -174,6 +184,109 @@ class APIKeyConfig(_Section):
         return "*" in self.models or model in self.models
 
 
+KeyBrokerKind = Literal["kbs", "cdh", "file"]
+CDH_DEFAULT_URL = "http://127.0.0.1:8006"
+_NEEDED_HINTS = {
+    "url": "url (the KBS's https:// address)",
+    "resource": "resource (the KBS resource path repository/type/tag)",
+    "key_file": "key_file (the development key's path)",
+}
+# Engine flags a sealed deployment's section sets, or that would load or write other weights
+# (``--requantize`` would write plaintext-derived weights to disk); extra_args may not name one.
+SEALED_ENGINE_FLAGS = (
+    "--requantize",
+    "--model",
+    "--model-package",
+    "--model-file",
+    "--sealed-model",
+    "--key-broker",
+    "--key-broker-url",
+    "--key-broker-ca-file",
+    "--key-resource",
+    "--key-file",
+    "--attestation",
+)
+
+
+class KeyBrokerConfig(_Section):
+    """Who releases a sealed model's key to the engine, inside this guest.
+
+    kbs: a Trustee Key Broker Service at ``url`` (https; plain http only to loopback), which
+    releases ``resource`` after verifying the engine's TEE evidence (``attestation.provider``).
+    cdh: the Confidential Containers Confidential Data Hub in this pod (``url``, loopback,
+    default http://127.0.0.1:8006), which attests for it. file: a key read from ``key_file``,
+    for development only: nothing attests before it is read.
+    """
+
+    kind: KeyBrokerKind
+    url: str | None = None
+    resource: str | None = None  # the KBS resource path, repository/type/tag
+    ca_file: Path | None = None  # the CA that signs the KBS's certificate (kbs only)
+    key_file: Path | None = None  # the raw key (file only)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cdh_default_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "cdh" and data.get("url") is None:
+            return {**data, "url": CDH_DEFAULT_URL}
+        return data
+
+    # The engine checks its flags with the same functions: config and engine cannot disagree.
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        in_guest = info.data.get("kind") == "cdh"
+        return None if value is None else broker_url(value, loopback_only=in_guest)
+
+    @field_validator("resource")
+    @classmethod
+    def _resource(cls, value: str | None) -> str | None:
+        return None if value is None else resource_path(value)
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> KeyBrokerConfig:
+        allowed = {
+            "kbs": {"url", "resource", "ca_file"},
+            "cdh": {"url", "resource"},
+            "file": {"key_file"},
+        }[self.kind]
+        given = {
+            name
+            for name in ("url", "resource", "ca_file", "key_file")
+            if getattr(self, name) is not None
+        }
+        stray = sorted(given - allowed)
+        if stray:
+            raise ValueError(
+                f"key broker kind {self.kind!r} takes only {', '.join(sorted(allowed))}; "
+                f"remove {', '.join(stray)}"
+            )
+        needed = {"kbs": ("url", "resource"), "cdh": ("resource",), "file": ("key_file",)}
+        missing = [_NEEDED_HINTS[name] for name in needed[self.kind] if name not in given]
+        if missing:
+            raise ValueError(f"key broker kind {self.kind!r} needs {' and '.join(missing)}")
+        return self
+
+
+class SealedModelConfig(_Section):
+    """A GGUF encrypted at rest; the engine decrypts it into memory once the broker releases
+    its key. Paths, like model_path, are relative to the gateway's working directory."""
+
+    path: Path
+    key_broker: KeyBrokerConfig
+
+
+def _names_flag(arg: str, flags: Sequence[str]) -> str | None:
+    """The flag of ``flags`` that ``arg`` sets, exactly, as ``--flag=value``, or abbreviated
+    (the engine's argparse accepts unambiguous prefixes)."""
+    name = arg.split("=", 1)[0]
+    if name in flags:
+        return name
+    if not name.startswith("--") or len(name) <= 2:
+        return None
+    return next((flag for flag in flags if flag.startswith(name)), None)
+
+
 class LocalDeployment(_Section):
     """An ``enclave_backend`` process the gateway starts and supervises."""
 
@@ -194,6 +307,8 @@ class LocalDeployment(_Section):
     shareable_prefixes: list[str] = Field(default_factory=list)
     # An embedding model: the engine serves /v1/embeddings (pooled, normalized) and nothing else.
     embedding: bool = False
+    # Weights encrypted at rest, instead of model_path / model_package / model_file.
+    sealed: SealedModelConfig | None = None
 
     @model_validator(mode="after")
     def _embedding_weights(self) -> LocalDeployment:
@@ -204,6 +319,30 @@ class LocalDeployment(_Section):
                 f"an embedding deployment takes model_path (an embedding GGUF) or the packaged "
                 f"all-MiniLM-L6-v2; {', '.join(sorted(chosen))} do not apply to it"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _sealed_weights(self) -> LocalDeployment:
+        if self.sealed is None:
+            return self
+        chosen = {"model_path", "model_package", "model_file"} & self.model_fields_set
+        if chosen:
+            raise ValueError(
+                f"a sealed deployment's weights come from sealed.path; remove "
+                f"{', '.join(sorted(chosen))}"
+            )
+        for arg in self.extra_args:
+            flag = _names_flag(arg, SEALED_ENGINE_FLAGS)
+            if flag == "--requantize":
+                raise ValueError(
+                    f"extra_args: {arg!r} is refused for a sealed model: converting it would "
+                    "write plaintext-derived weights to disk"
+                )
+            if flag is not None:
+                raise ValueError(
+                    f"extra_args: {arg!r} is refused for a sealed model: the sealed section "
+                    f"sets the weights and the key broker ({flag} is the gateway's to pass)"
+                )
         return self
 
     @property
@@ -384,13 +523,16 @@ class PIIDetectionConfig(_Section):
     offload_chars: Annotated[int, Field(ge=0)] = 2000
 
 
+AttestationProvider = Literal["auto", "tdx", "sev-snp", "simulated"]
+
+
 class AttestationConfig(_Section):
     """Where evidence comes from, and how response tokens are issued."""
 
     # simulated: software evidence, labelled as such in every token (machines without a TEE).
     # tdx / sev-snp: that hardware through configfs-tsm, or refuse to start. auto: whichever
     # hardware is present, or refuse to start; never a silent fallback to simulation.
-    provider: Literal["auto", "tdx", "sev-snp", "simulated"] = "auto"
+    provider: AttestationProvider = "auto"
     configfs_path: Path = Path("/sys/kernel/config/tsm/report")
     issuer: str = "confidential-gateway"
     token_ttl_s: Annotated[int, Field(ge=10)] = 600

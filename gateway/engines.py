@@ -21,7 +21,13 @@ from typing import Any
 
 import httpx
 
-from gateway.config import EngineSupervisionConfig, LocalDeployment
+from gateway.config import (
+    AttestationProvider,
+    EngineSupervisionConfig,
+    LocalDeployment,
+    SealedModelConfig,
+)
+from gateway.upstreams.base import Weights
 
 log = logging.getLogger("gateway.engines")
 
@@ -43,8 +49,16 @@ class EngineStartError(Exception):
 
 
 def engine_command(
-    deployment: LocalDeployment, *, served_name: str, socket: Path, threads: int
+    deployment: LocalDeployment,
+    *,
+    served_name: str,
+    socket: Path,
+    threads: int,
+    attestation: AttestationProvider = "auto",
 ) -> list[str]:
+    """The engine's command line. ``attestation`` is the gateway's ``attestation.provider``:
+    the evidence an engine presents to a KBS for a sealed model's key (``auto``, the engine's
+    own default, never falls back to simulated)."""
     command = [
         sys.executable,
         "-m",
@@ -64,7 +78,9 @@ def engine_command(
     ]
     if deployment.embedding:
         command.append("--embedding")
-    if deployment.model_path is not None:
+    if deployment.sealed is not None:
+        command += _sealed_arguments(deployment.sealed, attestation)
+    elif deployment.model_path is not None:
         command += ["--model", str(deployment.model_path)]
     elif deployment.embedding:
         pass  # the packaged embedding model (enclave_backend.embedding_model)
@@ -85,6 +101,22 @@ def engine_command(
             handle.write(text)
         command += ["--shareable-prefix-file", str(path)]
     return command + list(deployment.extra_args)
+
+
+def _sealed_arguments(sealed: SealedModelConfig, attestation: AttestationProvider) -> list[str]:
+    broker = sealed.key_broker
+    arguments = ["--sealed-model", str(sealed.path), "--key-broker", broker.kind]
+    if broker.url is not None:
+        arguments += ["--key-broker-url", broker.url]
+    if broker.resource is not None:
+        arguments += ["--key-resource", broker.resource]
+    if broker.ca_file is not None:
+        arguments += ["--key-broker-ca-file", str(broker.ca_file)]
+    if broker.key_file is not None:
+        arguments += ["--key-file", str(broker.key_file)]
+    if broker.kind == "kbs":  # the engine attests to the KBS itself; cdh attests for it
+        arguments += ["--attestation", attestation]
+    return arguments
 
 
 class EngineProcess:
@@ -109,8 +141,14 @@ class EngineProcess:
         self.ready = False
         # False while a running engine stops answering its health checks (see _watch).
         self.responsive = True
-        self.weights_sha256: str | None = None
+        # What /health said of the weights when it became ready (sealed facts included).
+        self.weights: Weights | None = None
         self._watchdog: asyncio.Task[None] | None = None
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        """The command line it runs (and reruns on every restart)."""
+        return tuple(self._command)
 
     @property
     def pid(self) -> int | None:
@@ -201,11 +239,16 @@ class EngineProcess:
                     try:
                         health = await client.get("/health", timeout=2.0)
                         if health.status_code == 200:
-                            self.weights_sha256 = health.json().get("weights_sha256")
+                            self.weights = self._weights_of(health)
                             self.ready = True
                             return
                     except httpx.TransportError:
                         pass
+                    except ValueError as exc:
+                        await self._kill()
+                        raise EngineStartError(
+                            f"engine {self.name} reported unusable weight facts: {exc}"
+                        ) from None
                 if time.monotonic() > deadline:
                     await self._kill()
                     raise EngineStartError(
@@ -213,6 +256,13 @@ class EngineProcess:
                         f"{self._supervision.start_timeout_s:.0f}s:\n{self.log_tail()}"
                     )
                 await asyncio.sleep(0.1)
+
+    @staticmethod
+    def _weights_of(health: httpx.Response) -> Weights | None:
+        document = health.json()
+        if not isinstance(document, dict):
+            raise ValueError("/health is not a JSON object")
+        return Weights.from_health(document)
 
     async def _supervise(self) -> None:
         backoff = self._supervision.restart_backoff_initial_s

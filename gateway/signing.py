@@ -65,15 +65,23 @@ class ResponseSigner:
     def _facts(
         record: RequestRecord, status: int, response_sha256: str, error_code: str | None
     ) -> ResponseFacts:
+        """The token's claims besides the evidence's.
+
+        ``model`` is ``{name, group, weights_sha256}`` (the plaintext GGUF's SHA-256, null
+        when the answer came from no engine of ours), plus ``sealed: {sha256, key_id,
+        key_broker}`` for weights sealed at rest; for plain weights ``sealed`` is absent.
+        """
         facts = record.facts
         exchange = record.exchange
         routed = exchange.routed if exchange else None
         model: dict[str, Any] | None = None
         if facts.model is not None:
+            weights = routed.weights if routed else None
             model = {
                 "name": facts.model,
                 "group": routed.model_group if routed else None,
-                "weights_sha256": routed.weights_sha256 if routed else None,
+                "weights_sha256": None,
+                **(weights.claim() if weights else {}),
             }
         elif facts.requested_model_sha256 is not None:
             model = {"name": None, "requested_sha256": facts.requested_model_sha256}

@@ -10,6 +10,9 @@ Genuine evidence must also pass the TEE policy (``tee_policy``): no debug guest 
 ``allow_debug``, and a TCB at or above the floor, checked on the parsed fields before any
 signature. Simulated evidence passes only with ``allow_simulated`` and always warns.
 Token signatures are checked by jwcrypto with ES256 as the only accepted algorithm.
+A policy may pin what served an answer: the weights' hash, and that they were sealed at rest
+with a key released after attestation (``require_sealed``) or with a given key
+(``expected_key_id``).
 """
 
 from __future__ import annotations
@@ -86,6 +89,11 @@ class VerificationPolicy:
     snp_ark_sha256: str | None = None
     expected_measurements: dict[str, str] = field(default_factory=dict)
     expected_weights_sha256: str | None = None
+    # Sealed weights (the token's ``model.sealed``) whose key a KBS or the in-guest CDH
+    # released after attestation; a development key file does not count.
+    require_sealed: bool = False
+    # The id of the key the weights were sealed with (any broker, the file one included).
+    expected_key_id: str | None = None
     expected_policy_digest: str | None = None
     require_in_guest: bool = False
     now: Callable[[], float] = time.time
@@ -261,11 +269,13 @@ def verify_token(
     ):
         raise VerificationError("the token covers a different request body")
     model = claims.get("model") or {}
-    if (
-        policy.expected_weights_sha256 is not None
-        and model.get("weights_sha256") != policy.expected_weights_sha256
+    weights = model.get("weights_sha256")
+    if policy.expected_weights_sha256 is not None and (
+        not isinstance(weights, str) or weights.lower() != policy.expected_weights_sha256.lower()
     ):
         raise VerificationError("the answer came from other model weights than expected")
+    if claims.get("status") == 200:
+        _check_sealed(model.get("sealed"), policy)
     pii = claims.get("pii") or {}
     if (
         policy.expected_policy_digest is not None
@@ -276,3 +286,26 @@ def verify_token(
     if policy.require_in_guest and claims.get("status") == 200 and not in_guest:
         raise VerificationError("the answer was produced outside the attested guest")
     return claims
+
+
+# Brokers that release a key only to attested guests (``file`` is a development key).
+ATTESTED_KEY_BROKERS = frozenset({"kbs", "cdh"})
+
+
+def _check_sealed(sealed: Any, policy: VerificationPolicy) -> None:
+    """The token's ``model.sealed`` against the policy; an answer is what it checks, so the
+    caller skips error tokens (nothing served them)."""
+    if not policy.require_sealed and policy.expected_key_id is None:
+        return
+    if not isinstance(sealed, dict):
+        raise VerificationError("the answer came from model weights that were not sealed")
+    if policy.require_sealed and sealed.get("key_broker") not in ATTESTED_KEY_BROKERS:
+        raise VerificationError(
+            f"the sealed weights' key came from {sealed.get('key_broker')!r}, not a broker that "
+            "releases it only after attestation (kbs or cdh)"
+        )
+    key_id = sealed.get("key_id")
+    if policy.expected_key_id is not None and (
+        not isinstance(key_id, str) or key_id.lower() != policy.expected_key_id.lower()
+    ):
+        raise VerificationError("the sealed weights were opened with another key than expected")

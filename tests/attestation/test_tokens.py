@@ -21,6 +21,8 @@ from gateway.attestation.verifier import (
     verify_evidence,
     verify_token,
 )
+from gateway.config import KeyBrokerKind
+from gateway.upstreams.base import SealedWeights, Weights
 
 NONCE = b"\x01" * 32
 DEV = VerificationPolicy(allow_simulated=True)
@@ -260,3 +262,116 @@ def test_jwks_is_the_public_signing_key_with_its_rfc7638_thumbprint(
     members = canonical_json({name: key[name] for name in ("crv", "kty", "x", "y")})
     assert key["kid"] == _b64(hashlib.sha256(members).digest()) == service.key.kid
     assert {k: key[k] for k in ("x", "y")} == {k: service.keyset.signing_jwk[k] for k in ("x", "y")}
+
+
+# -- sealed weights: the model claim the gateway signs, and the policy that checks it ------
+
+PLAIN_SHA = "ab" * 32
+SEALED_SHA = "cd" * 32
+KEY_ID = "ef" * 16
+
+
+def signed_by_the_gateway(
+    service: AttestationService, weights: Weights | None, status: int = 200
+) -> str:
+    """A token as the gateway signs one for an answer a local engine with ``weights`` gave."""
+    from gateway.config import APIKeyConfig
+    from gateway.exchange import Exchange, RequestRecord, SigningFacts
+    from gateway.signing import ResponseSigner
+    from gateway.upstreams.local_engine import DESCRIPTION
+    from gateway.upstreams.router import Routed
+
+    request_sha256 = hashlib.sha256(b"request").hexdigest()
+    facts = SigningFacts("req-1", request_sha256=request_sha256, model="m")
+    record = RequestRecord("chat", facts, 0.0)
+    record.exchange = Exchange(
+        "req-1",
+        "chat/completions",
+        APIKeyConfig(name="k", sha256=OWNER),
+        "m",
+        b"request",
+        {},
+        routed=Routed("m", "m/local-0.0", DESCRIPTION, weights),
+    )
+    return ResponseSigner(service).sign(record, status, hashlib.sha256(b"x").hexdigest())
+
+
+def sealed_weights(broker: KeyBrokerKind = "kbs") -> Weights:
+    return Weights(PLAIN_SHA, SealedWeights(SEALED_SHA, KEY_ID, broker))
+
+
+def test_a_sealed_models_token_says_how_its_weights_were_sealed(
+    service: AttestationService, gateway: VerifiedGateway
+) -> None:
+    claims = check(signed_by_the_gateway(service, sealed_weights("cdh")), gateway, b"x")
+    assert claims["model"] == {
+        "name": "m",
+        "group": "m",
+        "weights_sha256": PLAIN_SHA,
+        "sealed": {"sha256": SEALED_SHA, "key_id": KEY_ID, "key_broker": "cdh"},
+    }
+
+
+def test_a_plain_models_token_has_no_sealed_claim(
+    service: AttestationService, gateway: VerifiedGateway
+) -> None:
+    claims = check(signed_by_the_gateway(service, Weights(PLAIN_SHA)), gateway, b"x")
+    assert claims["model"] == {"name": "m", "group": "m", "weights_sha256": PLAIN_SHA}
+    unknown = check(signed_by_the_gateway(service, None), gateway, b"x")
+    assert unknown["model"] == {"name": "m", "group": "m", "weights_sha256": None}
+
+
+def test_require_sealed_accepts_only_keys_released_after_attestation(
+    service: AttestationService, gateway: VerifiedGateway
+) -> None:
+    policy = VerificationPolicy(require_sealed=True)
+    for broker in ("kbs", "cdh"):
+        token = signed_by_the_gateway(service, sealed_weights(broker))
+        assert check(token, gateway, b"x", policy=policy)["model"]["sealed"]["key_broker"] == broker
+    with pytest.raises(VerificationError, match="not sealed"):
+        check(signed_by_the_gateway(service, Weights(PLAIN_SHA)), gateway, b"x", policy=policy)
+    with pytest.raises(VerificationError, match="kbs or cdh"):
+        check(signed_by_the_gateway(service, sealed_weights("file")), gateway, b"x", policy=policy)
+
+
+def test_an_expected_key_id_pins_the_key_of_any_broker(
+    service: AttestationService, gateway: VerifiedGateway
+) -> None:
+    token = signed_by_the_gateway(service, sealed_weights("file"))
+    check(token, gateway, b"x", policy=VerificationPolicy(expected_key_id=KEY_ID.upper()))
+    with pytest.raises(VerificationError, match="another key"):
+        check(token, gateway, b"x", policy=VerificationPolicy(expected_key_id="00" * 16))
+    plain = signed_by_the_gateway(service, Weights(PLAIN_SHA))
+    with pytest.raises(VerificationError, match="not sealed"):
+        check(plain, gateway, b"x", policy=VerificationPolicy(expected_key_id=KEY_ID))
+
+
+def test_an_error_answer_is_not_held_to_the_sealed_policy(
+    service: AttestationService, gateway: VerifiedGateway
+) -> None:
+    token = signed_by_the_gateway(service, None, status=429)
+    policy = VerificationPolicy(require_sealed=True, expected_key_id=KEY_ID)
+    assert check(token, gateway, b"x", policy=policy)["status"] == 429
+
+
+def test_the_verify_cli_carries_the_model_policy() -> None:
+    from gateway.attestation.verify_cli import policy_from_args
+    from gateway.cli import build_parser
+
+    args = build_parser().parse_args(["verify", "--url", "https://gw:8443"])
+    assert policy_from_args(args).require_sealed is False
+    args = build_parser().parse_args(
+        [
+            "verify",
+            "--url",
+            "https://gw:8443",
+            "--expect-weights-sha256",
+            PLAIN_SHA,
+            "--require-sealed",
+            "--expect-key-id",
+            KEY_ID,
+        ]
+    )
+    policy = policy_from_args(args)
+    assert policy.expected_weights_sha256 == PLAIN_SHA
+    assert policy.require_sealed is True and policy.expected_key_id == KEY_ID

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.config import RoutingConfig
-from gateway.upstreams.base import Operation, Tenant, UpstreamError
+from gateway.upstreams.base import Operation, SealedWeights, Tenant, UpstreamError, Weights
 from gateway.upstreams.router import Group, Member, NoUpstream, Router
 
 
@@ -191,3 +191,17 @@ def test_a_timeout_counts_only_when_the_upstream_then_fails_its_probe() -> None:
     r = router({"m": [hung]}, failure_threshold=2, retries=0)
     asyncio.run(three_timeouts(r))
     assert r.ready() == {"m": False}
+
+
+def test_the_routed_answer_carries_the_weights_its_member_serves_now() -> None:
+    a = ScriptedUpstream("a")
+    served = [Weights("ab" * 32), Weights("ab" * 32, SealedWeights("cd" * 32, "ef" * 16, "kbs"))]
+    member = Member(a, weights=lambda: served[0])  # type: ignore[arg-type]
+    r = Router({"m": Group("m", [member])}, RoutingConfig())
+    _, routed = asyncio.run(r.complete("m", "chat/completions", {}, request_id="x"))
+    assert routed.weights == Weights("ab" * 32)
+    served.pop(0)  # the engine restarted with other weights: the next answer says so
+    _, routed = asyncio.run(r.complete("m", "chat/completions", {}, request_id="x"))
+    assert routed.weights is not None and routed.weights.sealed is not None
+    assert routed.weights.claim()["sealed"]["key_broker"] == "kbs"
+    assert Member(a).weights() is None  # type: ignore[arg-type]
