@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed-$(LLAMA_CPP_PYTHON)
 NODE_CLIENT := tests/clients/node
 NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: run test engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm bench-tools bench-fairness bench-embeddings clean
+.PHONY: run test engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm bench-tools bench-fairness bench-embeddings bench-sealed clean
 
 $(WHEEL_DIR)/.built:
 	mkdir -p $(WHEEL_DIR)
@@ -78,6 +78,9 @@ bench-fairness: $(STAMP)
 
 bench-embeddings: $(STAMP)
 	$(PY) -m bench.embeddings_bench
+
+bench-sealed: $(STAMP)
+	$(PY) -m bench.sealed_bench
 
 bench-attestation: $(STAMP)
 	$(PY) -m pip install --quiet --find-links $(WHEEL_DIR) -e '.[bench]'
