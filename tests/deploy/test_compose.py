@@ -127,3 +127,48 @@ def test_engine_commands_parse_with_the_engine_cli(name: str) -> None:
     assert command[0] == "engine"
     settings = settings_from_args(build_parser().parse_args(command[1:]))
     assert settings.tls_port == 9443 and settings.host == "0.0.0.0"
+
+
+TRUSTEE = yaml.safe_load((ROOT / "compose.trustee.yaml").read_text())
+
+
+def test_the_trustee_variant_adds_a_kbs_and_seals_both_engines() -> None:
+    assert set(TRUSTEE["services"]) == {"kbs", "engine-1", "engine-2"}
+    assert set(TRUSTEE["services"]) - {"kbs"} <= set(SERVICES)
+    kbs = TRUSTEE["services"]["kbs"]
+    assert kbs["image"].startswith("ghcr.io/confidential-containers/")
+    for port in kbs["ports"]:
+        assert port.startswith("127.0.0.1:"), port
+    for volume in kbs["volumes"]:
+        source = volume.split(":")[0]
+        if source.startswith("./"):
+            assert (
+                source in {"./config/trustee/tls", "./config/trustee/admin.pub"}
+                or (ROOT / source).exists()
+            ), source
+        else:
+            assert source in TRUSTEE["volumes"], source
+    kbs_config = tomllib.loads((ROOT / "config" / "trustee" / "kbs-config.toml").read_text())
+    assert kbs_config["http_server"]["insecure_http"] is False  # the engine needs https
+    assert kbs_config["http_server"]["sockets"] == ["0.0.0.0:8080"]
+    assert kbs["command"][-1] == "/etc/kbs/kbs-config.toml"
+
+
+@pytest.mark.parametrize("name", ["engine-1", "engine-2"])
+def test_the_trustee_engine_commands_parse_with_the_engine_cli(name: str) -> None:
+    from enclave_backend.cli import build_parser, settings_from_args
+
+    command = [
+        a.replace("${ATTESTATION:-auto}", "tdx") for a in TRUSTEE["services"][name]["command"]
+    ]
+    settings = settings_from_args(build_parser().parse_args(command[1:]))
+    assert settings.sealed_model is not None and settings.key_broker is not None
+    assert settings.key_broker.kind == "kbs"
+    assert settings.key_broker.url == "https://kbs:8080"
+    assert settings.key_broker.ca_file is not None
+    mounted = {v.split(":")[1] for v in TRUSTEE["services"][name]["volumes"]}
+    assert str(settings.key_broker.ca_file) in mounted
+    assert any(str(settings.sealed_model).startswith(m) for m in mounted)
+    # The base file's engine keeps the same listener: only the weights change.
+    base = [a.replace("${ATTESTATION:-auto}", "tdx") for a in SERVICES[name]["command"]]
+    assert command[: len(base)] == base

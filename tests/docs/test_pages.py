@@ -29,6 +29,8 @@ NAMED_PATH = re.compile(
 # Programs the docs show that are not this project's and not installed here.
 EXTERNAL = {
     "open-webui": "Open WebUI's server; tests/clients/test_open_webui.py replays its requests",
+    "docker": "no Docker engine here; tests/deploy/test_compose.py checks the compose files",
+    "kbs-client": "Trustee's KBS client (not on PyPI); the protocol is tested with our test KBS",
 }
 
 
