@@ -23,6 +23,7 @@ import pytest
 from jwcrypto.jwe import JWE
 from jwcrypto.jwk import JWK
 
+from confidential_common.tee.keys import b64url_decode
 from confidential_common.tee.providers import SimulatedProvider
 from tests.support.kbs_process import (
     ServerProcess,
@@ -130,10 +131,7 @@ def attest_sample(
 
 
 def token_claims(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
+    claims: dict[str, Any] = json.loads(b64url_decode(token.split(".")[1]))
     return claims
 
 
@@ -220,7 +218,7 @@ def test_an_attested_session_gets_the_resource_and_jwcrypto_decrypts_it(
     assert response.status_code == 200, response.text
     jwe = response.json()
     assert list(jwe) == ["protected", "encrypted_key", "iv", "ciphertext", "tag"]
-    header = json.loads(base64.urlsafe_b64decode(jwe["protected"] + "=="))
+    header = json.loads(b64url_decode(jwe["protected"]))
     assert header["alg"] == tee_key.alg and header["enc"] == "A256GCM"
     assert ("epk" in header) == (tee_key.alg == "ECDH-ES+A256KW")
     assert tee_key.decrypt(jwe) == MODEL_KEY

@@ -8,12 +8,12 @@ TDX guest's mrtd.
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
 import pytest
 
+from confidential_common.tee.keys import b64url_decode
 from confidential_common.tee.providers import code_measurement
 from enclave_backend.remote_face import CODE_ROOTS
 from gateway.auth import hash_key
@@ -60,15 +60,20 @@ def chat(engine_client: object, model: str) -> str:
     return str(reply.json()["choices"][0]["message"]["content"])
 
 
-def test_the_kbs_releases_the_key_to_the_expected_measurement(
-    tmp_path: Path, sealed_model: SealedModel
-) -> None:
-    policy = write_policy(
+def trusting_policy(tmp_path: Path, model: SealedModel) -> Path:
+    """A KBS policy that releases the model's key to this engine's (simulated) measurement."""
+    return write_policy(
         tmp_path,
-        resources={RESOURCE: sealed_model.key},
+        resources={RESOURCE: model.key},
         accept_sample=True,
         reference_values={"code_sha256": [ENGINE_MEASUREMENT]},
     )
+
+
+def test_the_kbs_releases_the_key_to_the_expected_measurement(
+    tmp_path: Path, sealed_model: SealedModel
+) -> None:
+    policy = trusting_policy(tmp_path, sealed_model)
     with kbs_server_process(policy) as kbs:
         engine = start_engine(tmp_path, *kbs_args(sealed_model, kbs.url))
         try:
@@ -183,19 +188,13 @@ def test_the_cdh_broker(tmp_path: Path, sealed_model: SealedModel) -> None:
 
 
 def _claims(token: str) -> dict:
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return json.loads(b64url_decode(token.split(".")[1]))
 
 
 def test_through_the_gateway_every_token_names_the_sealed_weights(
     tmp_path: Path, sealed_model: SealedModel
 ) -> None:
-    policy = write_policy(
-        tmp_path,
-        resources={RESOURCE: sealed_model.key},
-        accept_sample=True,
-        reference_values={"code_sha256": [ENGINE_MEASUREMENT]},
-    )
+    policy = trusting_policy(tmp_path, sealed_model)
     with kbs_server_process(policy) as kbs:
         config = {
             "listener": {"host": "127.0.0.1", "port": free_port()},
