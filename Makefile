@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed-$(LLAMA_CPP_PYTHON)
 NODE_CLIENT := tests/clients/node
 NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: run test engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm bench-tools bench-fairness bench-embeddings bench-sealed clean
+.PHONY: run test check-redis engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm bench-tools bench-fairness bench-embeddings bench-sealed clean
 
 $(WHEEL_DIR)/.built:
 	mkdir -p $(WHEEL_DIR)
@@ -50,7 +50,11 @@ $(NODE_STAMP): $(NODE_CLIENT)/package-lock.json
 		cd $(NODE_CLIENT) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the openai-node client test will be skipped"; fi
 
-test: $(STAMP) $(NODE_STAMP)
+# tests/shared_state run a real Redis (Debian's redis-server); installing it needs root.
+check-redis:
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server not found: the shared-state tests need it; install it with 'sudo apt-get install redis-server'"; exit 1; }
+
+test: $(STAMP) $(NODE_STAMP) check-redis
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy

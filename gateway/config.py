@@ -572,6 +572,68 @@ class LimitsConfig(_Section):
     max_in_flight_per_key: Annotated[int, Field(ge=1)] = 64
 
 
+class SharedStateConfig(_Section):
+    """Where state shared by gateway replicas lives: rate limits, the brute-force guard and
+    stored response tokens (``gateway/shared_state``). ``memory``: this process only (one
+    replica). ``redis``: a Redis or Valkey every replica reaches, holding hashes and
+    counters only."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    # redis:// (plain) only to a loopback host unless allow_plaintext; rediss:// (TLS) else.
+    url: str = "redis://127.0.0.1:6379/0"
+    # The Redis password comes from this environment variable, never from the file.
+    password_env: str | None = None
+    username: str | None = None
+    # CA bundle that signed the Redis server's certificate (rediss:// only).
+    ca_file: Path | None = None
+    # Plain redis:// to a non-loopback host: only for a network inside the trust boundary.
+    allow_plaintext: bool = False
+    key_prefix: Annotated[str, Field(min_length=1, max_length=64)] = "cg:"
+    # fail_closed: limited requests get 503 shared_state_unavailable while Redis is down;
+    # local_share: each replica enforces limit / local_share_replicas on its own meanwhile.
+    on_unavailable: Literal["fail_closed", "local_share"] = "fail_closed"
+    local_share_replicas: Annotated[int, Field(ge=1)] = 1
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5
+    # A replica whose heartbeat stops for this long no longer holds in-flight places.
+    liveness_ttl_s: Annotated[float, Field(ge=1, le=600)] = 15.0
+    # While Redis is down, how often a request tries it again (the rest go local at once).
+    retry_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"redis", "rediss"} or not parts.hostname:
+            raise ValueError(f"must be a redis:// or rediss:// URL with a host, got {value!r}")
+        if parts.password:
+            raise ValueError(
+                "must not hold a password; name the environment variable in password_env"
+            )
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _printable_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_:.\-{}]+", value):
+            raise ValueError("may hold letters, digits and _ : . - { } only")
+        return value
+
+    @model_validator(mode="after")
+    def _transport(self) -> SharedStateConfig:
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if parts.scheme == "redis" and not is_loopback_host(host) and not self.allow_plaintext:
+            raise ValueError(
+                f"url: plain redis:// is only allowed to a loopback host, not {host!r}; use "
+                "rediss:// (TLS), or set allow_plaintext: true for a network you trust"
+            )
+        if self.ca_file is not None and parts.scheme != "rediss":
+            raise ValueError("ca_file: only used with a rediss:// url")
+        if self.on_unavailable == "fail_closed" and self.local_share_replicas != 1:
+            raise ValueError("local_share_replicas: only used with on_unavailable: local_share")
+        return self
+
+
 class GatewayConfig(_Section):
     listener: ListenerConfig = Field(default_factory=ListenerConfig)
     tls: TLSConfig = Field(default_factory=TLSConfig)
@@ -584,6 +646,7 @@ class GatewayConfig(_Section):
     pii: PIIDetectionConfig = Field(default_factory=PIIDetectionConfig)
     attestation: AttestationConfig = Field(default_factory=AttestationConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    shared_state: SharedStateConfig = Field(default_factory=SharedStateConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:

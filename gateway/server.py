@@ -22,7 +22,7 @@ from confidential_common.tls import TLSIdentity, TLSSetupError
 from gateway import __version__
 from gateway.app import GatewayApp
 from gateway.attestation.service import AttestationService
-from gateway.auth import APIKeyStore, AuthFailureGuard
+from gateway.auth import APIKeyStore
 from gateway.config import GatewayConfig
 from gateway.engines import EngineProcess, EngineStartError
 from gateway.listener import ConnectionLimits, GatewayServer
@@ -30,7 +30,8 @@ from gateway.pii.detector import DetectionError, PIIDetector, ner_available
 from gateway.pii.policy import effective_policies
 from gateway.pii.stage import PIIStage
 from gateway.pipeline import Pipeline
-from gateway.ratelimit import RateLimiter
+from gateway.shared_state.assembly import SharedStateSetupError, build_shared_state
+from gateway.shared_state.base import TokenKeeper
 from gateway.summary import startup_summary
 from gateway.telemetry import GatewayMetrics, configure_tracing
 from gateway.tls import load_identity
@@ -52,7 +53,9 @@ PACKAGE_ROOTS = [
 ]
 
 
-def build_attestation(config: GatewayConfig, identity: TLSIdentity | None) -> AttestationService:
+def build_attestation(
+    config: GatewayConfig, identity: TLSIdentity | None, tokens: TokenKeeper | None = None
+) -> AttestationService:
     try:
         provider = select_provider(
             config.attestation.provider,
@@ -65,6 +68,7 @@ def build_attestation(config: GatewayConfig, identity: TLSIdentity | None) -> At
             issuer=config.attestation.issuer,
             token_ttl_s=config.attestation.token_ttl_s,
             store_ttl_s=config.attestation.store_ttl_s,
+            tokens=tokens,
         )
     except AttestationUnavailable as exc:
         raise StartupError(f"attestation ({config.attestation.provider}): {exc}") from None
@@ -122,7 +126,13 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
             raise StartupError(str(exc)) from None
     if not config.api_keys:
         raise StartupError("api_keys: configure at least one key (`confidential-gateway hash-key`)")
-    attestation = build_attestation(config, identity)
+    metrics = GatewayMetrics(models=[m.name for m in config.models])
+    try:
+        # Redis is not contacted here: a replica starts (degraded) while it is unreachable.
+        shared = build_shared_state(config, metrics)
+    except SharedStateSetupError as exc:
+        raise StartupError(str(exc)) from None
+    attestation = build_attestation(config, identity, shared.tokens)
     pii = build_pii_stage(config)
     try:
         topology = build_topology(config)
@@ -131,8 +141,6 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
     await _start_engines(topology.engines)
     # Remote engines are verified before the first request; one that fails stays out.
     await asyncio.gather(*(remote.attest() for remote in topology.attested))
-    limiter = RateLimiter(default_max_in_flight=config.limits.max_in_flight_per_key)
-    metrics = GatewayMetrics(models=[m.name for m in config.models])
     tracing = configure_tracing(
         exporter=config.telemetry.traces,
         service_name=config.telemetry.service_name,
@@ -161,10 +169,12 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         for remote in topology.attested:
             remote.start(config.routing.probe_interval_s)
         poller = asyncio.create_task(_poll_engines(topology.engines, metrics))
+        await shared.start()
         try:
             yield
         finally:
             poller.cancel()
+            await shared.close()
             await router.close()
             await asyncio.gather(*(e.stop() for e in topology.engines))
             if tracing is not None:
@@ -172,7 +182,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
 
     app = GatewayApp(
         keys=APIKeyStore(config.api_keys),
-        limiter=limiter,
+        limiter=shared.limiter,
         router=router,
         pipeline=pipeline,
         max_body_bytes=config.listener.max_body_bytes,
@@ -181,7 +191,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         metrics=metrics,
         metrics_key_sha256=config.telemetry.metrics_key_sha256,
         body_timeout_s=config.listener.body_timeout_s,
-        auth_guard=AuthFailureGuard(max_failures=config.listener.max_auth_failures_per_minute),
+        auth_guard=shared.auth_guard,
     ).build(lifespan)
     context = identity.context if identity else None
     listener = uvicorn.Config(
