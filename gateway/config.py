@@ -432,8 +432,65 @@ class LiteLLMDeployment(_Section):
         return None if value is None else https_unless_loopback(value)
 
 
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$"
+)
+
+
+class DiscoveredDeployment(_Section):
+    """Engines found through DNS (a Kubernetes headless Service): every address the name
+    resolves to is an engine in a confidential VM, attested before it gets a prompt; the name
+    is resolved again every ``resolve_interval_s``, and engines that leave it are drained."""
+
+    kind: Literal["discovered"]
+    dns_name: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 9443
+    model: str | None = None  # the id the engines serve (default: the group's name)
+    # A DNS server as host[:port] (a literal address); default: /etc/resolv.conf's first.
+    dns_server: str | None = None
+    ipv6: bool = False  # AAAA records instead of A
+    resolve_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    drain_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    embedding: bool = False  # the engines serve /v1/embeddings (else chat and completions)
+    attestation: RemoteAttestationConfig
+
+    @field_validator("dns_name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not _DNS_NAME.match(value):
+            raise ValueError(
+                f"must be a DNS name (e.g. engines.llm.svc.cluster.local), got {value!r}"
+            )
+        return value
+
+    @field_validator("dns_server")
+    @classmethod
+    def _dns_server(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from gateway.upstreams.dns_resolver import Nameserver
+
+        try:
+            Nameserver.parse(value)
+        except ValueError:
+            raise ValueError(
+                f"must be a DNS server's literal address, host[:port] or [v6]:port, got {value!r}"
+            ) from None
+        return value
+
+    @property
+    def upstream_kind(self) -> Literal["discovered"]:
+        return "discovered"
+
+    @property
+    def in_guest_equivalent(self) -> bool:
+        return True  # only attested engines are ever used
+
+
 Deployment = Annotated[
-    LocalDeployment | RemoteDeployment | LiteLLMDeployment, Field(discriminator="kind")
+    LocalDeployment | RemoteDeployment | LiteLLMDeployment | DiscoveredDeployment,
+    Field(discriminator="kind"),
 ]
 
 
@@ -466,7 +523,7 @@ class ModelConfig(_Section):
     @property
     def leaves_guest(self) -> bool:
         return any(
-            not isinstance(d, LocalDeployment)
+            not isinstance(d, LocalDeployment | DiscoveredDeployment)
             and not (isinstance(d, RemoteDeployment) and d.in_guest_equivalent)
             for d in self.deployments
         )

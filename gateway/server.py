@@ -141,6 +141,8 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
     await _start_engines(topology.engines)
     # Remote engines are verified before the first request; one that fails stays out.
     await asyncio.gather(*(remote.attest() for remote in topology.attested))
+    # Discovered engines: a first resolution (each found engine starts attesting at once).
+    await asyncio.gather(*(pool.refresh() for pool in topology.discovered))
     tracing = configure_tracing(
         exporter=config.telemetry.traces,
         service_name=config.telemetry.service_name,
@@ -168,6 +170,8 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         router.start_probing()
         for remote in topology.attested:
             remote.start(config.routing.probe_interval_s)
+        for pool in topology.discovered:
+            pool.start()
         poller = asyncio.create_task(_poll_engines(topology.engines, metrics))
         await shared.start()
         try:
@@ -176,6 +180,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
             poller.cancel()
             await shared.close()
             await router.close()
+            await asyncio.gather(*(pool.close() for pool in topology.discovered))
             await asyncio.gather(*(e.stop() for e in topology.engines))
             if tracing is not None:
                 tracing.shutdown()

@@ -25,12 +25,16 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from gateway.config import RemoteAttestationConfig
+from gateway.config import DiscoveredDeployment, ModelConfig, RemoteAttestationConfig
 from gateway.upstreams.attested_remote import DESCRIPTION, AttestedRemoteUpstream
 from gateway.upstreams.base import Operation
 from gateway.upstreams.dns_resolver import Nameserver, ResolveError, resolve, system_nameserver
 from gateway.upstreams.router import Group, Member
+
+if TYPE_CHECKING:
+    from gateway.upstreams.topology import BuildContext, BuiltMember
 
 log = logging.getLogger("gateway.discovered")
 
@@ -87,6 +91,14 @@ class DiscoveredPool:
     def addresses(self) -> list[str]:
         """Addresses in service (not draining), for the summary and tests."""
         return sorted(a for a, e in self._engines.items() if not e.draining)
+
+    def summary(self) -> str:
+        ready = sum(1 for e in self._engines.values() if e.upstream.verified and not e.draining)
+        return (
+            f"discovered engines {self.settings.dns_name}:{self.settings.port}, "
+            f"{ready} attested of {len(self.addresses)} in DNS, re-resolved every "
+            f"{self.settings.resolve_interval_s:g}s"
+        )
 
     def engine(self, address: str) -> _Engine | None:
         return self._engines.get(address)
@@ -206,3 +218,27 @@ class DiscoveredPool:
                 engine.drainer.cancel()
             await engine.upstream.close()
         self._engines.clear()
+
+
+def build(
+    context: BuildContext, model: ModelConfig, index: int, deployment: DiscoveredDeployment
+) -> list[BuiltMember]:
+    """No members yet: the pool adds them as DNS names engines (``attach`` after the group)."""
+    settings = DiscoverySettings(
+        dns_name=deployment.dns_name,
+        port=deployment.port,
+        model=deployment.model or model.name,
+        attestation=deployment.attestation,
+        resolve_interval_s=deployment.resolve_interval_s,
+        nameserver=Nameserver.parse(deployment.dns_server) if deployment.dns_server else None,
+        ipv6=deployment.ipv6,
+        timeout_s=deployment.timeout_s,
+        connect_timeout_s=context.config.routing.connect_timeout_s,
+        drain_timeout_s=deployment.drain_timeout_s,
+        operations=frozenset({"embeddings"})
+        if deployment.embedding
+        else frozenset({"chat/completions", "completions"}),
+    )
+    pool = DiscoveredPool(f"{model.name}/discovered-{index}", settings)
+    context.discovered.append((model.name, pool))
+    return []

@@ -219,3 +219,55 @@ def test_free_slots_order_the_candidates() -> None:
     roomy.free_slots = lambda: 3
     roomy.outstanding = 1
     assert Group("g", [busy, roomy]).candidates(time.monotonic())[0] is roomy
+
+
+def test_a_gateway_serves_through_engines_it_discovers(
+    tmp_path: Path, dns: DnsServer, engines: int
+) -> None:
+    import base64
+
+    from gateway.auth import hash_key
+    from tests.gateway.conftest import KEY, start_gateway, stop_gateway
+
+    dns.publish(*ADDRESSES[:2])
+    config = {
+        "listener": {"host": "127.0.0.1", "port": free_port()},
+        "tls": {"names": ["127.0.0.1"], "cert_out": str(tmp_path / "run" / "cert.pem")},
+        "api_keys": [{"name": "k", "sha256": hash_key(KEY)}],
+        "models": [
+            {
+                "name": "smollm2",
+                "deployments": [
+                    {
+                        "kind": "discovered",
+                        "dns_name": NAME,
+                        "port": engines,
+                        "dns_server": f"127.0.0.1:{dns.port}",
+                        "resolve_interval_s": 0.5,
+                        "attestation": {"allow_simulated": True},
+                    }
+                ],
+            }
+        ],
+        "attestation": {"provider": "simulated"},
+        "pii": {"ner": "off"},
+        "run_dir": str(tmp_path / "run"),
+    }
+    gateway = start_gateway(tmp_path, config)
+    try:
+        served = set()
+        with gateway.client() as client:
+            for _ in range(6):
+                reply = client.post(
+                    "/v1/chat/completions",
+                    json={**BODY, "max_tokens": 4},
+                )
+                assert reply.status_code == 200, reply.text
+                token = reply.headers["x-attestation-token"].split(".")[1]
+                claims = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+                assert claims["upstream"]["kind"] == "attested-remote"
+                served.add(claims["upstream"]["name"].rsplit("/", 1)[1])
+        assert served <= set(ADDRESSES[:2]) and served
+        assert "discovered engines engines.test" in gateway.log_path.read_text()
+    finally:
+        stop_gateway(gateway)
