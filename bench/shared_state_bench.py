@@ -1,24 +1,35 @@
-"""The limiter path of one request (admit, reserve, enter, leave, settle) with Redis-backed
-limits against in-memory ones, in the same run: requests/s and the latency each adds.
+"""Redis-backed limits against in-memory ones, in the same run: requests/s and added latency.
 
-    python -m bench.shared_state_bench [--tasks 32] [--seconds 5] [--json PATH]
+    python -m bench.shared_state_bench [--tasks 32] [--seconds 4] [--clients 32]
+                                       [--rounds 3] [--round-seconds 4] [--json PATH]
 
-A real ``redis-server`` (Debian's, started on a free loopback port with a password, as the
-tests do) serves the Redis half, through the gateway's own ``SharedLimiter`` (the policy
-layer included). Only the limiter is measured: a gateway request does more (TLS, parsing,
-PII, the upstream), so what matters for the gateway is the latency added per request.
+Two measurements, each against a real ``redis-server`` (Debian's, on a free loopback port
+with a password, as the tests start it):
+
+1. The limiter path of one request (``begin`` awaited, ``finish`` queued) through the
+   gateway's own ``SharedLimiter``, in-memory against Redis, with the starts made in one
+   turn of the event loop coalesced into one pipeline and, for comparison, without.
+2. The whole gateway (what issue 16's target is about): two gateway processes, one with
+   in-memory limits and one with Redis-backed limits, otherwise the same (a key with
+   requests and tokens per minute set too high to refuse, PII tokenization on, NER off,
+   TLS on), in front of one instant mock upstream; ``--clients`` concurrent clients drive
+   each for ``--round-seconds``, alternating, ``--rounds`` times.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.gateway_bench import Target, client_for, one
 from bench.report import describe, emit, table
+from bench.stack import free_port, start_gateway, start_mock, stop
 from bench.stats import ratio, summary
 from gateway.auth import hash_key
 from gateway.config import APIKeyConfig, SharedStateConfig
@@ -26,24 +37,24 @@ from gateway.shared_state.base import Limiter
 from gateway.shared_state.fallback import SharedLimiter, SharedStateHealth
 from gateway.shared_state.memory import MemoryRateLimiter
 from gateway.shared_state.redis_backend import RedisConnection, RedisRateLimiter, connect
-from tests.support.redis_process import running_redis
+from tests.support.redis_process import RedisProcess, running_redis
 
+SECRET = "sk-bench-0123456789"
+PASSWORD_ENV = "CG_BENCH_REDIS_PASSWORD"
 # Limits high enough never to refuse: the cost of counting, not of refusing, is measured.
 KEY = APIKeyConfig(
     name="bench",
-    sha256=hash_key("sk-bench-0123456789"),
+    sha256=hash_key(SECRET),
     requests_per_minute=10**9,
     tokens_per_minute=10**12,
     max_in_flight=10**6,
 )
 
 
+# -- 1. the limiter path ----------------------------------------------------------------------
 async def one_request(limiter: Limiter) -> None:
-    await limiter.admit(KEY)
-    charge = await limiter.reserve(KEY, 200, 100)
-    await limiter.enter(KEY)
-    await limiter.leave(KEY)
-    await limiter.settle(KEY, charge, 150)
+    admission = await limiter.begin(KEY, 200, 100)
+    limiter.finish(admission, 150)
 
 
 async def drive(limiter: Limiter, tasks: int, seconds: float) -> dict[str, Any]:
@@ -60,6 +71,7 @@ async def drive(limiter: Limiter, tasks: int, seconds: float) -> dict[str, Any]:
         await one_request(limiter)
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(tasks)))
+    await limiter.flush()  # the queued finishes are part of the work
     elapsed = time.perf_counter() - began
     return {
         "requests": len(latencies),
@@ -68,70 +80,211 @@ async def drive(limiter: Limiter, tasks: int, seconds: float) -> dict[str, Any]:
     }
 
 
-async def measure(url: str, password: str, tasks: int, seconds: float) -> dict[str, Any]:
-    memory = await drive(MemoryRateLimiter(), tasks, seconds)
-    section = SharedStateConfig(backend="redis", url=url, key_prefix="cgbench:")
-    connection = RedisConnection(connect(section, password), section.key_prefix)
-    try:
-        shared = SharedLimiter(
-            RedisRateLimiter(connection),
-            MemoryRateLimiter(),
-            SharedStateHealth(policy="fail_closed"),
-            policy="fail_closed",
+async def limiter_path(server: RedisProcess, tasks: int, seconds: float) -> dict[str, Any]:
+    runs: dict[str, Any] = {}
+    for n in (1, tasks):
+        runs[f"memory_{n}"] = await drive(MemoryRateLimiter(), n, seconds)
+    for coalesce in (True, False):
+        section = SharedStateConfig(backend="redis", url=server.url, key_prefix="cgbench:")
+        connection = RedisConnection(
+            connect(section, server.password), section.key_prefix, coalesce=coalesce
         )
-        redis = await drive(shared, tasks, seconds)
-        single = await drive(shared, 1, seconds)
-    finally:
-        await connection.close()
-    return {"memory": memory, "redis": redis, "redis_one_task": single}
+        try:
+            shared = SharedLimiter(
+                RedisRateLimiter(connection),
+                MemoryRateLimiter(),
+                SharedStateHealth(policy="fail_closed"),
+                policy="fail_closed",
+            )
+            name = "redis" if coalesce else "redis_uncoalesced"
+            for n in (1, tasks):
+                runs[f"{name}_{n}"] = await drive(shared, n, seconds)
+        finally:
+            await connection.close()
+    return runs
+
+
+# -- 2. the whole gateway ---------------------------------------------------------------------
+def gateway_config(tmp: Path, name: str, mock: str, redis_url: str | None) -> dict[str, Any]:
+    limited = KEY.model_dump(include={"name", "sha256", "requests_per_minute"})
+    config: dict[str, Any] = {
+        "listener": {"host": "127.0.0.1", "port": free_port()},
+        "tls": {"cert_out": str(tmp / f"{name}.pem")},
+        "api_keys": [{**limited, "tokens_per_minute": KEY.tokens_per_minute}],
+        "models": [
+            {
+                "name": "mock",
+                "deployments": [{"kind": "remote", "base_url": mock + "/v1"}],
+                "pii": {"mode": "tokenize"},
+            }
+        ],
+        "pii": {"ner": "off"},
+        "attestation": {"provider": "simulated"},
+        "run_dir": str(tmp / name),
+    }
+    if redis_url is not None:
+        config["shared_state"] = {
+            "backend": "redis",
+            "url": redis_url,
+            "password_env": PASSWORD_ENV,
+            "key_prefix": "cgbench-gw:",
+        }
+    return config
+
+
+async def load(target: Target, clients: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    async with client_for(target, clients) as client:
+        for _ in range(20):  # warm-up: connections, TLS sessions, scripts
+            await one(client, False, target.model)
+        stop_at = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop_at:
+                try:
+                    latencies.append(await one(client, False, target.model))
+                except Exception:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return {
+        "requests": len(latencies),
+        "elapsed_s": elapsed,
+        "latencies": latencies,
+        "errors": errors,
+    }
+
+
+async def compare(
+    targets: list[Target], clients: int, rounds: int, seconds: float
+) -> dict[str, Any]:
+    done: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    for i in range(rounds):
+        order = targets if i % 2 == 0 else targets[::-1]  # neither always goes first
+        for target in order:
+            done[target.name].append(await load(target, clients, seconds))
+    out: dict[str, Any] = {}
+    for name, parts in done.items():
+        latencies = [x for part in parts for x in part["latencies"]]
+        requests = sum(part["requests"] for part in parts)
+        out[name] = {
+            "requests": requests,
+            "errors": sum(part["errors"] for part in parts),
+            "requests_per_s": round(requests / sum(part["elapsed_s"] for part in parts), 1),
+            "rounds_requests_per_s": [
+                round(part["requests"] / part["elapsed_s"], 1) for part in parts
+            ],
+            **summary(latencies, (50, 99), unit="ms", scale=1000, digits=3),
+        }
+    return out
+
+
+def whole_gateway(
+    server: RedisProcess, tmp: Path, clients: int, rounds: int, seconds: float
+) -> dict[str, Any]:
+    processes: list[subprocess.Popen[bytes]] = []
+    os.environ[PASSWORD_ENV] = server.password
+    with (tmp / "servers.log").open("wb") as log:
+        try:
+            mock_process, mock = start_mock(log)
+            processes.append(mock_process)
+            targets = []
+            for name, url in (("memory", None), ("redis", server.url)):
+                config = gateway_config(tmp, name, mock, url)
+                process, base, verify = start_gateway(tmp, name, config, log)
+                processes.append(process)
+                targets.append(Target(name, base, SECRET, verify))
+            one_client = asyncio.run(compare(targets, 1, rounds, seconds / 2))
+            many = asyncio.run(compare(targets, clients, rounds, seconds))
+        finally:
+            stop(processes)
+    return {"clients_1": one_client, f"clients_{clients}": many}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tasks", type=int, default=32, help="concurrent requests")
-    parser.add_argument("--seconds", type=float, default=5.0, help="per backend")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=32, help="limiter path: concurrent tasks")
+    parser.add_argument("--seconds", type=float, default=3.0, help="limiter path: per run")
+    parser.add_argument("--clients", type=int, default=32, help="gateway: concurrent clients")
+    parser.add_argument("--rounds", type=int, default=3, help="gateway: interleaved rounds")
+    parser.add_argument("--round-seconds", type=float, default=4.0, help="gateway: per round")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as workdir, running_redis(Path(workdir)) as server:
-        runs = asyncio.run(measure(server.url, server.password, args.tasks, args.seconds))
-    memory, redis = runs["memory"], runs["redis"]
+        path = asyncio.run(limiter_path(server, args.tasks, args.seconds))
+        gateway = whole_gateway(
+            server, Path(workdir), args.clients, args.rounds, args.round_seconds
+        )
+    comparison: dict[str, Any] = {}
+    for level, runs in gateway.items():
+        memory, redis = runs["memory"], runs["redis"]
+        comparison[level] = {
+            "added_p50_ms": round(redis["p50_ms"] - memory["p50_ms"], 3),
+            "added_p99_ms": round(redis["p99_ms"] - memory["p99_ms"], 3),
+            "throughput_ratio": ratio(redis["requests_per_s"], memory["requests_per_s"]),
+        }
     figures = {
-        "tasks": args.tasks,
-        "seconds": args.seconds,
-        **runs,
-        "added_p50_ms": round(redis["p50_ms"] - memory["p50_ms"], 4),
-        "added_p99_ms": round(redis["p99_ms"] - memory["p99_ms"], 4),
-        "added_p50_ms_one_task": round(runs["redis_one_task"]["p50_ms"] - memory["p50_ms"], 4),
-        "throughput_ratio": ratio(redis["requests_per_s"], memory["requests_per_s"]),
+        "limiter_path": {"tasks": args.tasks, "seconds": args.seconds, **path},
+        "gateway": {
+            "clients": args.clients,
+            "rounds": args.rounds,
+            "round_seconds": args.round_seconds,
+            **gateway,
+            "comparison": comparison,
+            "target": "<= 0.3 ms added at p50, >= 0.9 of the in-memory throughput",
+        },
     }
     report = emit("shared_state", figures, args.json)
     print()
+    rows = []
+    for name in ("memory", "redis", "redis_uncoalesced"):
+        for n in (1, args.tasks):
+            run = path[f"{name}_{n}"]
+            rows.append([name, n, run["requests_per_s"], run["p50_ms"], run["p99_ms"]])
+    print(table(["limiter path (begin + finish)", "tasks", "requests/s", "p50 ms", "p99 ms"], rows))
+    print()
+    rows = []
+    for level, runs in gateway.items():
+        clients = level.removeprefix("clients_")
+        for name in ("memory", "redis"):
+            run = runs[name]
+            rows.append(
+                [
+                    f"gateway, {name} limits",
+                    clients,
+                    run["requests_per_s"],
+                    run["p50_ms"],
+                    run["p99_ms"],
+                    run["errors"],
+                ]
+            )
+        c = comparison[level]
+        rows.append(
+            [
+                "Redis - memory",
+                clients,
+                c["throughput_ratio"],
+                c["added_p50_ms"],
+                c["added_p99_ms"],
+                "",
+            ]
+        )
     print(
         table(
-            ["limiter path", "tasks", "requests/s", "p50 ms", "p99 ms"],
             [
-                [
-                    "in-memory",
-                    args.tasks,
-                    memory["requests_per_s"],
-                    memory["p50_ms"],
-                    memory["p99_ms"],
-                ],
-                ["Redis", args.tasks, redis["requests_per_s"], redis["p50_ms"], redis["p99_ms"]],
-                [
-                    "Redis",
-                    1,
-                    runs["redis_one_task"]["requests_per_s"],
-                    runs["redis_one_task"]["p50_ms"],
-                    runs["redis_one_task"]["p99_ms"],
-                ],
+                "whole gateway (TLS, PII on, NER off)",
+                "clients",
+                "requests/s (ratio)",
+                "p50 ms (added)",
+                "p99 ms (added)",
+                "errors",
             ],
+            rows,
         )
-    )
-    print(
-        f"\nadded at p50: {figures['added_p50_ms']} ms ({args.tasks} tasks), "
-        f"{figures['added_p50_ms_one_task']} ms (1 task); "
-        f"Redis / in-memory throughput: {figures['throughput_ratio']}"
     )
     print(describe(report))
     return 0

@@ -1,7 +1,8 @@
 """The one request lifecycle every endpoint reuses.
 
-    nonce -> body (limits) -> request hash -> auth -> rate limit -> endpoint.parse
-          -> authorize -> reserve tokens -> in-flight -> pipeline (PII, route, restore)
+    nonce -> body (limits) -> request hash -> auth -> endpoint.parse -> authorize
+          -> limits (counted, tokens reserved, in-flight place: one step)
+          -> pipeline (PII, route, restore)
           -> endpoint.render / endpoint.stream -> sign the exact bytes -> finish (telemetry)
 
 An endpoint says what is its own (``Endpoint``): how its body validates into a
@@ -203,10 +204,15 @@ class RequestLifecycle:
                 key = await self.authenticate(request)
             record.key = key
             facts.owner = key.sha256
-            # Counted before validation: a stream of invalid requests is still requests.
-            await self._limiter.admit(key)
-            parsed = endpoint.parse(body)
-            exchange = await self._admit(record, endpoint, parsed, key, body)
+            try:
+                parsed = endpoint.parse(body)
+                exchange = self._prepare(record, endpoint, parsed, key, body)
+            except GatewayError:
+                # Counted too: a stream of invalid requests is still requests (and a used-up
+                # limit's 429 comes before the refusal, as if counted first).
+                await self._limiter.admit(key)
+                raise
+            await self._begin(record, parsed, exchange, body)
             facts.response_id = endpoint.new_id()
             if parsed.streaming:
                 return await self._stream(request, endpoint, parsed, exchange, record)
@@ -227,7 +233,7 @@ class RequestLifecycle:
             await self.finish(record, error.status, error.code)
             return response
 
-    async def _admit(
+    def _prepare(
         self,
         record: RequestRecord,
         endpoint: Endpoint[Any],
@@ -235,7 +241,7 @@ class RequestLifecycle:
         key: APIKeyConfig,
         body: bytes,
     ) -> Exchange:
-        """Authorize the model, reserve the key's tokens and take its in-flight place."""
+        """Authorize the model for the key and this endpoint; the exchange it will run."""
         known = self._router.knows(parsed.model)
         if known:
             record.facts.model = parsed.model
@@ -263,17 +269,24 @@ class RequestLifecycle:
             tenant=Tenant(self.tenant_id(key), key.weight),
         )
         record.exchange = exchange
+        return exchange
+
+    async def _begin(
+        self, record: RequestRecord, parsed: ParsedRequest[Any], exchange: Exchange, body: bytes
+    ) -> None:
+        """Count the request, reserve its tokens and take its in-flight place (at once)."""
         asked = parsed.completion_tokens
-        exchange.tokens_reserved = await self._limiter.reserve(
-            key, estimate_prompt_tokens(body), None if asked is None else asked * parsed.choices
+        admission = await self._limiter.begin(
+            exchange.key,
+            estimate_prompt_tokens(body),
+            None if asked is None else asked * parsed.choices,
         )
-        budget = exchange.tokens_reserved.completion_budget
+        exchange.tokens_reserved = admission
+        record.in_flight = True
+        budget = admission.completion_budget
         if budget is not None and parsed.max_tokens_field is not None:
             # A token-limited key's request may not use more than it reserved.
             exchange.upstream_body[parsed.max_tokens_field] = max(1, budget // parsed.choices)
-        await self._limiter.enter(key)
-        record.in_flight = True
-        return exchange
 
     async def _stream(
         self,
@@ -312,7 +325,7 @@ class RequestLifecycle:
         self, record: RequestRecord, body: StreamBody, parsed: ParsedRequest[Any]
     ) -> AsyncIterator[bytes]:
         # The signer says the stream's status once its token is made (before the carrier is
-        # sent); the finish itself awaits the limiter, so it runs as the stream ends.
+        # sent); the finish itself awaits the token store, so it runs as the stream ends.
         outcome: tuple[int, str | None] = (499, None)  # the client left before the end
 
         def finished(status: int, code: str | None) -> None:
@@ -339,12 +352,10 @@ class RequestLifecycle:
             return
         record.finished = True
         exchange = record.exchange
-        if record.in_flight and record.key is not None:
+        if record.in_flight and exchange is not None and exchange.tokens_reserved is not None:
             record.in_flight = False
-            await self._limiter.leave(record.key)
-        if exchange is not None and exchange.tokens_reserved is not None:
-            used = _used(exchange.usage, status)
-            await self._limiter.settle(exchange.key, exchange.tokens_reserved, used)
+            # Not awaited: the place and the tokens go back in the background.
+            self._limiter.finish(exchange.tokens_reserved, _used(exchange.usage, status))
         record_finish(self._metrics, record, status, error_code)
         await self._attestation.flush(record.facts.response_id or record.facts.request_id)
 

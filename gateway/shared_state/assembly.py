@@ -62,6 +62,7 @@ class SharedState:
             await asyncio.sleep(self._interval_s)
 
     async def close(self) -> None:
+        await self.limiter.flush()  # the finishes still queued reach the store first
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -102,7 +103,11 @@ def build_shared_state(config: GatewayConfig, metrics: GatewayMetrics | None = N
         connect,
     )
 
-    connection = RedisConnection(connect(section, password), section.key_prefix)
+    connection = RedisConnection(
+        connect(section, password),
+        section.key_prefix,
+        retry_interval_s=section.retry_interval_s,
+    )
     health = SharedStateHealth(
         policy=section.on_unavailable, metrics=metrics, retry_interval_s=section.retry_interval_s
     )
@@ -112,6 +117,7 @@ def build_shared_state(config: GatewayConfig, metrics: GatewayMetrics | None = N
         liveness_ttl_s=section.liveness_ttl_s,
     )
     health.on_recovery(shared_limiter.resync)
+    connection.batch.on_lost = lambda error: health.down("limits", error)
     replicas = section.local_share_replicas
     secret = hashlib.sha256(b"cg-client-address\0" + (password or "").encode()).digest()
     return SharedState(

@@ -4,12 +4,15 @@ Three interfaces, each with an in-memory implementation (``memory``) and a Redis
 (``redis_backend``), composed with a degradation policy in ``fallback``:
 
 - ``Limiter``: a key's requests and tokens per minute (a sliding 60-second window, tokens
-  reserved up front and settled afterwards) and its requests in flight;
+  reserved up front and settled afterwards) and its requests in flight, taken together at
+  a request's start (``begin``, one round trip to Redis) and given back at its finish
+  (``finish``, which never waits);
 - ``FailureGuard``: failed authentications per client address per minute (brute force);
 - ``TokenKeeper``: response tokens by completion id, readable only by the key that caused
   them.
 
-Every method is a coroutine: the Redis backend does I/O, the memory one never suspends.
+Every method but ``Limiter.finish`` is a coroutine: the Redis backend does I/O, the memory
+one never suspends.
 A refusal is a ``GatewayError`` (OpenAI's error shape); a backend that cannot be reached
 raises ``SharedStateUnavailable`` for the policy above it to handle.
 """
@@ -45,18 +48,25 @@ def estimate_prompt_tokens(body: bytes) -> int:
 
 
 @dataclass(eq=False)
-class TokenCharge:
-    """Tokens counted against a key at ``at``: a reservation until settled.
+class Admission:
+    """A request let in by ``Limiter.begin``: counted, its tokens reserved (``tokens`` at
+    ``at``, settled by ``finish``) and one of its key's places in flight taken.
 
-    ``charge_id`` names it in the shared store (empty: held in this process's memory).
+    ``charge_id`` names the reservation in the shared store (empty: none there); ``local``:
+    taken in this replica's memory while the store was unreachable.
     """
 
+    key: APIKeyConfig
     at: float
     tokens: int
     # The most answer tokens the request may ask its upstream for when the client set none.
     completion_budget: int | None = None
-    settled: bool = False
     charge_id: str = ""
+    local: bool = False
+    finished: bool = False
+
+
+TokenCharge = Admission  # the name the request's exchange knows it by
 
 
 @dataclass(frozen=True)
@@ -130,29 +140,30 @@ def in_flight_limit(key: APIKeyConfig, default: int) -> int:
 
 
 class Limiter(Protocol):
-    """Per-key limits. Every authenticated request is admitted (counted) first."""
+    """Per-key limits. Every authenticated request is counted, once: by ``begin`` when it
+    gets that far, else by ``admit``."""
 
     async def admit(self, key: APIKeyConfig) -> None:
-        """Count a request against ``key``; a 429 when its requests per minute are used up,
-        or when its tokens are (nothing left to reserve)."""
+        """Count a request refused before ``begin`` (invalid, a model it may not use); a 429
+        (which then wins) when its requests per minute are used up, or its tokens are."""
         ...
 
-    async def reserve(
+    async def begin(
         self, key: APIKeyConfig, prompt_tokens: int, max_tokens: int | None
-    ) -> TokenCharge:
-        """Reserve what a request may use, or a 429 if that does not fit the key's limit."""
+    ) -> Admission:
+        """Count a request, reserve what it may use and take one of its key's places in
+        flight, atomically: a 429 for the first that does not fit, in that order (requests
+        per minute, tokens, a request too large for the limit, places); the request is
+        counted whenever its requests per minute let it in."""
         ...
 
-    async def settle(self, key: APIKeyConfig, charge: TokenCharge, used: int | None) -> None:
-        """Replace a reservation with what the request used (``None``: unknown, keep it)."""
+    def finish(self, admission: Admission, used: int | None) -> None:
+        """Give the place back and settle the reservation to ``used`` (``None``: unknown,
+        keep it), without waiting: applied in the background (once per admission)."""
         ...
 
-    async def enter(self, key: APIKeyConfig) -> None:
-        """Take one of the key's in-flight places; a 429 when all are taken."""
-        ...
-
-    async def leave(self, key: APIKeyConfig) -> None:
-        """Give back a place taken by ``enter``."""
+    async def flush(self) -> None:
+        """Wait until every ``finish`` so far is applied (or given up on)."""
         ...
 
 

@@ -14,17 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
 from gateway.config import APIKeyConfig
 from gateway.errors import GatewayError
 from gateway.shared_state.base import (
+    Admission,
     FailureGuard,
     Limiter,
     SharedStateUnavailable,
-    TokenCharge,
     TokenKeeper,
 )
 from gateway.telemetry import GatewayMetrics
@@ -154,7 +153,6 @@ class SharedLimiter:
         self._policy = policy
         self._replicas = replicas
         self._shares: dict[tuple[str, str], APIKeyConfig] = {}
-        self._local_places: Counter[str] = Counter()
 
     def _quota(self, key: APIKeyConfig) -> APIKeyConfig:
         """``key`` for counting its requests and tokens locally, unless that fails closed."""
@@ -184,41 +182,28 @@ class SharedLimiter:
         if not done:
             await self._local.admit(self._quota(key))
 
-    async def reserve(
+    async def begin(
         self, key: APIKeyConfig, prompt_tokens: int, max_tokens: int | None
-    ) -> TokenCharge:
-        if key.tokens_per_minute is None:
-            return await self._local.reserve(key, prompt_tokens, max_tokens)  # counts nothing
-        done, charge = await self._health.attempt(
-            "limits", lambda: self._shared.reserve(key, prompt_tokens, max_tokens)
+    ) -> Admission:
+        done, admission = await self._health.attempt(
+            "limits", lambda: self._shared.begin(key, prompt_tokens, max_tokens)
         )
-        if done and charge is not None:
-            return charge
-        return await self._local.reserve(self._quota(key), prompt_tokens, max_tokens)
-
-    async def settle(self, key: APIKeyConfig, charge: TokenCharge, used: int | None) -> None:
-        if charge.charge_id:  # reserved in the store: settled there (or kept till it expires)
-            await self._health.attempt("limits", lambda: self._shared.settle(key, charge, used))
-        else:
-            await self._local.settle(self._share_for_release(key), charge, used)
-
-    async def enter(self, key: APIKeyConfig) -> None:
+        if done and admission is not None:
+            return admission
+        limited = key.requests_per_minute is not None or key.tokens_per_minute is not None
         # Places are protection, not a quota: kept locally (at the replica's share) under
-        # either policy, so an outage does not refuse every key.
-        done, _ = await self._health.attempt("limits", lambda: self._shared.enter(key))
-        if not done:
-            await self._local.enter(self._share(key))
-            self._local_places[key.name] += 1
+        # either policy, so an outage does not refuse a key that has no other limit.
+        local_key = self._quota(key) if limited else self._share(key)
+        admission = await self._local.begin(local_key, prompt_tokens, max_tokens)
+        admission.local = True
+        return admission
 
-    async def leave(self, key: APIKeyConfig) -> None:
-        if self._local_places[key.name] > 0:
-            self._local_places[key.name] -= 1
-            await self._local.leave(self._share_for_release(key))
-        else:
-            await self._health.attempt("limits", lambda: self._shared.leave(key))
+    def finish(self, admission: Admission, used: int | None) -> None:
+        # Given back where it was taken: Redis (queued, retried there) or this replica.
+        (self._local if admission.local else self._shared).finish(admission, used)
 
-    def _share_for_release(self, key: APIKeyConfig) -> APIKeyConfig:
-        return self._shares.get((key.name, key.sha256), key)
+    async def flush(self) -> None:
+        await self._shared.flush()
 
 
 class SharedFailureGuard:

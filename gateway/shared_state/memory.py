@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from gateway.config import APIKeyConfig
 from gateway.shared_state.base import (
     WINDOW_S,
-    TokenCharge,
+    Admission,
     in_flight_limit,
     plan_reservation,
     rate_limited,
@@ -27,7 +27,7 @@ from gateway.shared_state.base import (
 @dataclass
 class _Usage:
     requests: deque[float] = field(default_factory=deque)
-    charges: deque[TokenCharge] = field(default_factory=deque)
+    charges: deque[Admission] = field(default_factory=deque)
     token_total: int = 0
     in_flight: int = 0
 
@@ -58,11 +58,7 @@ class MemoryRateLimiter:
         usage.expire(self._now())
         return usage
 
-    async def admit(self, key: APIKeyConfig) -> None:
-        if key.requests_per_minute is None and key.tokens_per_minute is None:
-            return
-        now = self._now()
-        usage = self._of(key)
+    def _count(self, key: APIKeyConfig, usage: _Usage, now: float) -> None:
         if key.requests_per_minute is not None and len(usage.requests) >= key.requests_per_minute:
             raise rate_limited(
                 "requests", key.requests_per_minute, usage.requests[0] + WINDOW_S - now
@@ -73,45 +69,54 @@ class MemoryRateLimiter:
                 "tokens", key.tokens_per_minute, usage.charges[0].at + WINDOW_S - now
             )
 
-    async def reserve(
+    async def admit(self, key: APIKeyConfig) -> None:
+        if key.requests_per_minute is None and key.tokens_per_minute is None:
+            return
+        self._count(key, self._of(key), self._now())
+
+    async def begin(
         self, key: APIKeyConfig, prompt_tokens: int, max_tokens: int | None
-    ) -> TokenCharge:
-        limit = key.tokens_per_minute
-        if limit is None:
-            return TokenCharge(self._now(), 0)  # nothing to count against
-        plan = plan_reservation(limit, prompt_tokens, max_tokens)
+    ) -> Admission:
         now = self._now()
         usage = self._of(key)
-        if usage.token_total + plan.wanted > limit:
-            retry = usage.charges[0].at + WINDOW_S - now if usage.charges else WINDOW_S
-            raise rate_limited("tokens", limit, retry)
-        charge = TokenCharge(now, plan.wanted, completion_budget=plan.budget)
-        usage.charges.append(charge)
-        usage.token_total += plan.wanted
-        return charge
+        limit = key.tokens_per_minute
+        if key.requests_per_minute is not None or limit is not None:
+            self._count(key, usage, now)
+        admission = Admission(key, now, 0)
+        if limit is not None:
+            plan = plan_reservation(limit, prompt_tokens, max_tokens)
+            if usage.token_total + plan.wanted > limit:
+                retry = usage.charges[0].at + WINDOW_S - now if usage.charges else WINDOW_S
+                raise rate_limited("tokens", limit, retry)
+            admission.tokens, admission.completion_budget = plan.wanted, plan.budget
+        places = in_flight_limit(key, self._default_in_flight)
+        if usage.in_flight >= places:
+            raise too_many_in_flight(places)  # nothing reserved: as if settled to 0
+        usage.in_flight += 1
+        if limit is not None:
+            usage.charges.append(admission)
+            usage.token_total += admission.tokens
+        return admission
 
-    async def settle(self, key: APIKeyConfig, charge: TokenCharge, used: int | None) -> None:
-        if charge.settled:
+    def finish(self, admission: Admission, used: int | None) -> None:
+        if admission.finished:
             return
-        charge.settled = True
+        admission.finished = True
+        key = admission.key
+        usage = self._usage.get(key.name)
+        if usage is None:
+            return
+        if usage.in_flight > 0:
+            usage.in_flight -= 1
         if used is None or key.tokens_per_minute is None:
             return
-        usage = self._of(key)
-        if charge in usage.charges:  # still inside the window
-            usage.token_total += used - charge.tokens
-        charge.tokens = used
+        usage.expire(self._now())
+        if admission in usage.charges:  # still inside the window
+            usage.token_total += used - admission.tokens
+        admission.tokens = used
 
-    async def enter(self, key: APIKeyConfig) -> None:
-        limit = in_flight_limit(key, self._default_in_flight)
-        usage = self._usage.setdefault(key.name, _Usage())
-        if usage.in_flight >= limit:
-            raise too_many_in_flight(limit)
-        usage.in_flight += 1
-
-    async def leave(self, key: APIKeyConfig) -> None:
-        usage = self._usage.get(key.name)
-        if usage is not None and usage.in_flight > 0:
-            usage.in_flight -= 1
+    async def flush(self) -> None:
+        return  # every finish is applied at once
 
 
 class MemoryAuthFailureGuard:

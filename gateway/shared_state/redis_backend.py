@@ -20,7 +20,6 @@ No API key, key name, client address or request content is ever written. Errors 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -37,17 +36,19 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from gateway.config import APIKeyConfig, SharedStateConfig
+from gateway.errors import GatewayError
 from gateway.shared_state import scripts
 from gateway.shared_state.base import (
     WINDOW_S,
+    Admission,
     SharedStateUnavailable,
-    TokenCharge,
     in_flight_limit,
     plan_reservation,
     rate_limited,
     too_many_failures,
     too_many_in_flight,
 )
+from gateway.shared_state.batching import ScriptBatcher
 
 PLACES_TTL_MS = 86_400_000
 
@@ -68,12 +69,26 @@ def connect(config: SharedStateConfig, password: str | None) -> Redis:
 
 
 class RedisConnection:
-    """One replica's client, its scripts and key prefix, shared by every Redis store."""
+    """One replica's client, its scripts and key prefix, shared by every Redis store.
 
-    def __init__(self, client: Redis, prefix: str) -> None:
+    ``batch`` carries the request path (a start awaited, a finish queued), one round trip
+    for every request that starts in the same turn of the event loop.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        prefix: str,
+        *,
+        coalesce: bool = True,
+        retry_interval_s: float = 1.0,
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self._scripts = {name: client.register_script(body) for name, body in scripts.ALL.items()}
+        self.batch = ScriptBatcher(
+            client, scripts.ALL, coalesce=coalesce, retry_interval_s=retry_interval_s
+        )
 
     async def run(self, script: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         try:
@@ -103,6 +118,7 @@ class RedisConnection:
         return SharedStateUnavailable(type(error).__name__)
 
     async def close(self) -> None:
+        await self.batch.close()
         await self.client.aclose()
 
 
@@ -114,6 +130,16 @@ def key_id(key: APIKeyConfig) -> str:
 
 def _now_arg(now: float) -> str:
     return repr(now)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _limit(key: APIKeyConfig, kind: bytes | str) -> int:
+    limit = key.requests_per_minute if _text(kind) == "requests" else key.tokens_per_minute
+    assert limit is not None
+    return limit
 
 
 class RedisRateLimiter:
@@ -159,7 +185,7 @@ class RedisRateLimiter:
         rpm, tpm = key.requests_per_minute, key.tokens_per_minute
         if rpm is None and tpm is None:
             return
-        result = await self._redis.run(
+        result = await self._redis.batch.call(
             "admit",
             self._keys(self._kid(key), "req", "chg", "amt", "tot"),
             [
@@ -172,68 +198,91 @@ class RedisRateLimiter:
             ],
         )
         if int(result[0]) != 1:
-            kind = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
-            limit = rpm if kind == "requests" else tpm
-            assert limit is not None
-            raise rate_limited(kind, limit, float(result[2]))
+            raise rate_limited(_text(result[1]), _limit(key, result[1]), float(result[2]))
 
-    async def reserve(
+    async def begin(
         self, key: APIKeyConfig, prompt_tokens: int, max_tokens: int | None
-    ) -> TokenCharge:
-        limit = key.tokens_per_minute
+    ) -> Admission:
+        rpm, tpm = key.requests_per_minute, key.tokens_per_minute
         now = self._now()
-        if limit is None:
-            return TokenCharge(now, 0)
-        plan = plan_reservation(limit, prompt_tokens, max_tokens)
-        charge_id = self._member()
-        result = await self._redis.run(
-            "reserve",
-            self._keys(self._kid(key), "chg", "amt", "tot"),
-            [_now_arg(now), WINDOW_S, limit, plan.wanted, charge_id, self._window_ms],
-        )
-        if int(result[0]) != 1:
-            raise rate_limited("tokens", limit, float(result[1]))
-        return TokenCharge(now, plan.wanted, completion_budget=plan.budget, charge_id=charge_id)
-
-    async def settle(self, key: APIKeyConfig, charge: TokenCharge, used: int | None) -> None:
-        if charge.settled:
-            return
-        charge.settled = True
-        if used is None or key.tokens_per_minute is None or not charge.charge_id:
-            return
-        # Shielded: a request cancelled while it finishes still gives its tokens back.
-        await asyncio.shield(
-            self._redis.run(
-                "settle",
-                self._keys(self._kid(key), "chg", "amt", "tot"),
-                [_now_arg(self._now()), WINDOW_S, charge.charge_id, used, self._window_ms],
-            )
-        )
-        charge.tokens = used
-
-    async def enter(self, key: APIKeyConfig) -> None:
-        limit = in_flight_limit(key, self._default_in_flight)
+        admission = Admission(key, now, 0)
+        if tpm is not None:
+            try:
+                plan = plan_reservation(tpm, prompt_tokens, max_tokens)
+            except GatewayError:
+                await self.admit(key)  # counted, as any request; a used-up limit's 429 first
+                raise
+            admission.tokens, admission.completion_budget = plan.wanted, plan.budget
+            admission.charge_id = self._member()
+        places = in_flight_limit(key, self._default_in_flight)
         kid = self._kid(key)
         prefix = self._redis.prefix
-        result = await self._redis.run(
-            "enter",
-            [f"{prefix}replicas", f"{prefix}inflight:{self.replica_id}", self._live_key()],
-            [self.replica_id, kid, limit, self._liveness_ms, prefix, PLACES_TTL_MS],
-        )
-        if int(result[0]) != 1:
-            raise too_many_in_flight(limit)
-        self._held[kid] += 1
 
-    async def leave(self, key: APIKeyConfig) -> None:
-        kid = self._kid(key)
-        if self._held[kid] <= 0:
-            return
-        self._held[kid] -= 1  # the truth first: a failed call is repaired by resync
-        if self._held[kid] == 0:
-            del self._held[kid]
-        await asyncio.shield(
-            self._redis.run("leave", [f"{self._redis.prefix}inflight:{self.replica_id}"], [kid])
+        def taken(result: Any, abandoned: bool) -> None:
+            # Here, not after the await: a caller cancelled meanwhile still holds the place.
+            if int(result[0]) == 1:
+                self._held[kid] += 1
+                if abandoned:
+                    self.finish(admission, 0)
+
+        result = await self._redis.batch.call(
+            "begin",
+            [
+                *self._keys(kid, "req", "chg", "amt", "tot"),
+                f"{prefix}replicas",
+                f"{prefix}inflight:{self.replica_id}",
+                self._live_key(),
+            ],
+            [
+                _now_arg(now),
+                WINDOW_S,
+                -1 if rpm is None else rpm,
+                -1 if tpm is None else tpm,
+                self._member(),
+                self._window_ms,
+                admission.tokens,
+                admission.charge_id or "-",
+                self.replica_id,
+                kid,
+                places,
+                self._liveness_ms,
+                prefix,
+                PLACES_TTL_MS,
+            ],
+            on_result=taken,
         )
+        if int(result[0]) == 1:
+            return admission
+        kind = _text(result[1])
+        if kind == "places":
+            raise too_many_in_flight(places)
+        raise rate_limited(kind, _limit(key, kind), float(result[2]))
+
+    def finish(self, admission: Admission, used: int | None) -> None:
+        if admission.finished:
+            return
+        admission.finished = True
+        key = admission.key
+        kid = self._kid(key)
+        if self._held[kid] > 0:
+            self._held[kid] -= 1  # the truth first: a lost leave is repaired by resync
+            if self._held[kid] == 0:
+                del self._held[kid]
+            inflight = f"{self._redis.prefix}inflight:{self.replica_id}"
+            self._redis.batch.send("leave", [inflight], [kid], retry=False)
+        if used is None or key.tokens_per_minute is None or not admission.charge_id:
+            return
+        # Retried after an outage (settling twice changes nothing); else kept till it expires.
+        self._redis.batch.send(
+            "settle",
+            self._keys(kid, "chg", "amt", "tot"),
+            [_now_arg(self._now()), WINDOW_S, admission.charge_id, used, self._window_ms],
+            retry=True,
+        )
+        admission.tokens = used
+
+    async def flush(self) -> None:
+        await self._redis.batch.flush()
 
     def _live_key(self) -> str:
         return f"{self._redis.prefix}live:{self.replica_id}"
@@ -246,12 +295,13 @@ class RedisRateLimiter:
         )
 
     async def resync(self) -> None:
-        """Write this replica's places back from its own count."""
+        """Write this replica's places back from its own count (batched: after the leaves
+        queued before it, which it then overrides, and before those queued after it)."""
         pairs: list[str | int] = []
         for kid, count in self._held.items():
             pairs += [kid, count]
         prefix = self._redis.prefix
-        await self._redis.run(
+        await self._redis.batch.call(
             "resync",
             [f"{prefix}inflight:{self.replica_id}", self._live_key(), f"{prefix}replicas"],
             [self._liveness_ms, self.replica_id, PLACES_TTL_MS, *pairs],

@@ -35,7 +35,7 @@ end
 
 # KEYS: requests zset, charges zset, charge amounts hash, token total.
 # ARGV: now, window_s, requests limit (-1: none), tokens limit (-1: none), member, ttl_ms.
-# -> {1} admitted | {0, kind, retry_after_s}
+# -> {1} admitted | {0, kind, retry_after_s}.  A request refused before BEGIN is counted here.
 ADMIT = (
     _EXPIRE_CHARGES
     + """
@@ -52,24 +52,6 @@ end
 if tpm >= 0 and expire_charges(KEYS[2], KEYS[3], KEYS[4], now - window) >= tpm then
   return {0, 'tokens', oldest_retry(KEYS[2], now, window)}
 end
-return {1}
-"""
-)
-
-# KEYS: charges zset, charge amounts hash, token total.
-# ARGV: now, window_s, tokens limit, wanted, charge id, ttl_ms.  -> {1} | {0, retry_after_s}
-RESERVE = (
-    _EXPIRE_CHARGES
-    + """
-local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local limit, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])
-if expire_charges(KEYS[1], KEYS[2], KEYS[3], now - window) + wanted > limit then
-  return {0, oldest_retry(KEYS[1], now, window)}
-end
-redis.call('ZADD', KEYS[1], now, ARGV[5])
-redis.call('HSET', KEYS[2], ARGV[5], wanted)
-redis.call('INCRBY', KEYS[3], wanted)
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
 return {1}
 """
 )
@@ -105,19 +87,48 @@ local function count_places(replicas, me, kid, prefix)
 end
 """
 
-# KEYS: replicas set, this replica's in-flight hash, this replica's liveness key.
-# ARGV: replica id, key id, limit, liveness_ttl_ms, prefix, places_ttl_ms.
-# -> {1, places} | {0, places}
-ENTER = (
-    _COUNT_PLACES
+# A request's start in one script: counted (as ADMIT), its tokens reserved, a place taken,
+# refusing in that order; the request stays counted when a later step refuses, and a
+# refused place reserves nothing.
+# KEYS: requests zset, charges zset, charge amounts hash, token total, replicas set,
+#       this replica's in-flight hash, this replica's liveness key.
+# ARGV: now, window_s, requests limit (-1: none), tokens limit (-1: none), request member,
+#       ttl_ms, tokens wanted (0: none), charge id, replica id, key id, places limit,
+#       liveness_ttl_ms, prefix, places_ttl_ms.
+# -> {1} | {0, 'requests' | 'tokens', retry_after_s} | {0, 'places', places}
+BEGIN = (
+    _EXPIRE_CHARGES
+    + _COUNT_PLACES
     + """
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[4])
-redis.call('SADD', KEYS[1], ARGV[1])
-local total = count_places(KEYS[1], ARGV[1], ARGV[2], ARGV[5])
-if total >= tonumber(ARGV[3]) then return {0, total} end
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-return {1, total + 1}
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local rpm, tpm, wanted = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[7])
+if rpm >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[1]) >= rpm then
+    return {0, 'requests', oldest_retry(KEYS[1], now, window)}
+  end
+  redis.call('ZADD', KEYS[1], now, ARGV[5])
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+end
+if tpm >= 0 then
+  local total = expire_charges(KEYS[2], KEYS[3], KEYS[4], now - window)
+  if total >= tpm or total + wanted > tpm then
+    return {0, 'tokens', oldest_retry(KEYS[2], now, window)}
+  end
+end
+redis.call('SET', KEYS[7], '1', 'PX', ARGV[12])
+redis.call('SADD', KEYS[5], ARGV[9])
+local places = count_places(KEYS[5], ARGV[9], ARGV[10], ARGV[13])
+if places >= tonumber(ARGV[11]) then return {0, 'places', places} end
+redis.call('HINCRBY', KEYS[6], ARGV[10], 1)
+redis.call('PEXPIRE', KEYS[6], ARGV[14])
+if wanted > 0 then
+  redis.call('ZADD', KEYS[2], now, ARGV[8])
+  redis.call('HSET', KEYS[3], ARGV[8], wanted)
+  redis.call('INCRBY', KEYS[4], wanted)
+  for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
+end
+return {1}
 """
 )
 
@@ -174,9 +185,8 @@ return 1
 
 ALL = {
     "admit": ADMIT,
-    "reserve": RESERVE,
     "settle": SETTLE,
-    "enter": ENTER,
+    "begin": BEGIN,
     "leave": LEAVE,
     "heartbeat": HEARTBEAT,
     "resync": RESYNC,

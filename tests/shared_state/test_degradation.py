@@ -130,11 +130,21 @@ def test_local_share_enforces_the_replicas_share_while_redis_is_down(
             redis_server.stop()
             # requests_per_minute 4 across 2 replicas: this one takes 2 on its own.
             assert await admitted(state, 3) == [200, 200, "429 rate_limit_exceeded"]
-            await state.limiter.enter(LIMITED)  # a local place, given back locally
+            # Places are kept locally at the replica's share (2 of 4), and given back there.
+            free = key("free", "sk-free-0123456789", max_in_flight=4)
+            first = await state.limiter.begin(free, 10, 10)
+            await state.limiter.begin(free, 10, 10)
+            with pytest.raises(GatewayError) as info:
+                await state.limiter.begin(free, 10, 10)
+            assert info.value.code == "concurrency_limit_exceeded"
+            state.limiter.finish(first, 20)
+            last = await state.limiter.begin(free, 10, 10)
+            assert first.local and last.local
             redis_server.start()
             await asyncio.sleep(0.1)
-            await state.limiter.leave(LIMITED)
+            state.limiter.finish(last, 20)
             assert await admitted(state, 5) == [200] * 4 + ["429 rate_limit_exceeded"]
+            assert not (await state.limiter.begin(free, 10, 10)).local
         finally:
             await state.close()
 
