@@ -35,6 +35,7 @@ from gateway.shared_state.base import TokenKeeper
 from gateway.summary import startup_summary
 from gateway.telemetry import GatewayMetrics, configure_tracing
 from gateway.tls import load_identity
+from gateway.upstreams.discovered import DiscoveredPool
 from gateway.upstreams.router import Router
 from gateway.upstreams.topology import TopologyError, build_topology
 from gateway.usage import UsageAccounting
@@ -90,9 +91,20 @@ def build_pii_stage(config: GatewayConfig) -> PIIStage:
 ENGINE_POLL_S = 2.0
 
 
-async def _poll_engines(engines: list[EngineProcess], metrics: GatewayMetrics) -> None:
-    """Keep the engines' slot and queue figures fresh for the metrics endpoint."""
+async def _poll_engines(
+    engines: list[EngineProcess], pools: list[DiscoveredPool], metrics: GatewayMetrics
+) -> None:
+    """Keep the engines' slot and queue figures fresh for the metrics endpoint: local engines
+    asked here, discovered ones as their pool last polled them (engines gone drop out)."""
+    discovered: set[str] = set()
     while True:
+        current: dict[str, dict[str, float]] = {}
+        for pool in pools:
+            current |= pool.figures()
+        for name in discovered - set(current):
+            metrics.engines.stats.pop(name, None)
+        metrics.engines.stats.update(current)
+        discovered = set(current)
         for engine in engines:
             stats = {"restarts": float(engine.restarts)}
             health = await engine.health()
@@ -172,7 +184,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
             remote.start(config.routing.probe_interval_s)
         for pool in topology.discovered:
             pool.start()
-        poller = asyncio.create_task(_poll_engines(topology.engines, metrics))
+        poller = asyncio.create_task(_poll_engines(topology.engines, topology.discovered, metrics))
         await shared.start()
         try:
             yield

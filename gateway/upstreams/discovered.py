@@ -60,6 +60,8 @@ class _Engine:
     upstream: AttestedRemoteUpstream
     member: Member
     free_slots: int | None = None
+    # The last /health figures (slots busy and total, queue depth), for the metrics.
+    figures: dict[str, float] = field(default_factory=dict)
     draining_since: float | None = None
     drainer: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -91,6 +93,15 @@ class DiscoveredPool:
     def addresses(self) -> list[str]:
         """Addresses in service (not draining), for the summary and tests."""
         return sorted(a for a, e in self._engines.items() if not e.draining)
+
+    def figures(self) -> dict[str, dict[str, float]]:
+        """Slots and queue depth per engine in service (the gateway exports them, e.g. for
+        a KEDA ScaledObject on queue depth); an engine drained away drops out."""
+        return {
+            engine.upstream.name: dict(engine.figures)
+            for engine in self._engines.values()
+            if engine.figures and not engine.draining
+        }
 
     def summary(self) -> str:
         ready = sum(1 for e in self._engines.values() if e.upstream.verified and not e.draining)
@@ -194,8 +205,18 @@ class DiscoveredPool:
     async def _poll(self, engine: _Engine) -> None:
         health = await engine.upstream.health()
         slots = (health or {}).get("slots") or {}
+        queue = (health or {}).get("queue") or {}
         free = slots.get("free")
         engine.free_slots = free if isinstance(free, int) and free >= 0 else None
+        engine.figures = {
+            name: float(value)
+            for name, value in (
+                ("busy", slots.get("busy")),
+                ("total", slots.get("total")),
+                ("queue", queue.get("depth")),
+            )
+            if isinstance(value, int) and value >= 0
+        }
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"discover-{self.name}")

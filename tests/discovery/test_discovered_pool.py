@@ -153,6 +153,8 @@ def test_engines_join_after_attestation_and_leave_by_draining(dns: DnsServer, en
             assert await ready_addresses(group, 3) == ADDRESSES
             await pool.refresh()  # polls /health: free slots reported
             assert third.free_slots == 2
+            figures = pool.figures()[f"smollm2/discovered-0/{ADDRESSES[2]}"]
+            assert figures == {"busy": 0.0, "total": 2.0, "queue": 0.0}
 
             # The first pod leaves DNS while it serves a request: the request completes.
             first = pool.engine(ADDRESSES[0])
@@ -174,6 +176,7 @@ def test_engines_join_after_attestation_and_leave_by_draining(dns: DnsServer, en
                 assert time.monotonic() < deadline, "the drained engine was not removed"
                 await asyncio.sleep(0.1)
             assert pool.addresses == ADDRESSES[1:]
+            assert f"smollm2/discovered-0/{ADDRESSES[0]}" not in pool.figures()
 
             # DNS stops answering: the pool keeps what it has.
             dns.process.send_signal(__import__("signal").SIGSTOP)
