@@ -580,7 +580,7 @@ class PIIDetectionConfig(_Section):
     offload_chars: Annotated[int, Field(ge=0)] = 2000
 
 
-AttestationProvider = Literal["auto", "tdx", "sev-snp", "simulated"]
+AttestationProvider = Literal["auto", "tdx", "sev-snp", "aa", "simulated"]
 
 
 class AttestationConfig(_Section):
@@ -589,6 +589,8 @@ class AttestationConfig(_Section):
     # simulated: software evidence, labelled as such in every token (machines without a TEE).
     # tdx / sev-snp: that hardware through configfs-tsm, or refuse to start. auto: whichever
     # hardware is present, or refuse to start; never a silent fallback to simulation.
+    # aa: in a Confidential Containers pod, the guest's Attestation Agent (its REST API on
+    # 127.0.0.1:8006, agent.guest_components_rest_api=attestation or all) collects it.
     provider: AttestationProvider = "auto"
     configfs_path: Path = Path("/sys/kernel/config/tsm/report")
     issuer: str = "confidential-gateway"
@@ -655,6 +657,9 @@ class SharedStateConfig(_Section):
     liveness_ttl_s: Annotated[float, Field(ge=1, le=600)] = 15.0
     # While Redis is down, how often a request tries it again (the rest go local at once).
     retry_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # How long a replica may use a slice of a key's limits it took from Redis without asking
+    # again (the slice's unused part goes back then); 0: every request asks Redis.
+    lease_s: Annotated[float, Field(ge=0, le=10)] = 1.0
 
     @field_validator("url")
     @classmethod

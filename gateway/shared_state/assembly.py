@@ -63,6 +63,9 @@ class SharedState:
 
     async def close(self) -> None:
         await self.limiter.flush()  # the finishes still queued reach the store first
+        if self.heartbeat is not None:
+            with contextlib.suppress(SharedStateUnavailable):
+                await self.heartbeat.close()  # unused slices of limits go back to the store
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -115,9 +118,11 @@ def build_shared_state(config: GatewayConfig, metrics: GatewayMetrics | None = N
         connection,
         default_max_in_flight=config.limits.max_in_flight_per_key,
         liveness_ttl_s=section.liveness_ttl_s,
+        lease_s=section.lease_s,
     )
     health.on_recovery(shared_limiter.resync)
     connection.batch.on_lost = lambda error: health.down("limits", error)
+    connection.batch.on_answer = health.answered
     replicas = section.local_share_replicas
     secret = hashlib.sha256(b"cg-client-address\0" + (password or "").encode()).digest()
     return SharedState(

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from gateway.config import APIKeyConfig
 from gateway.errors import GatewayError
+from gateway.shared_state.leases import Grant
 
 WINDOW_S = 60.0
 # Answer tokens reserved (and allowed) for a request of a token-limited key that sets no
@@ -52,8 +53,8 @@ class Admission:
     """A request let in by ``Limiter.begin``: counted, its tokens reserved (``tokens`` at
     ``at``, settled by ``finish``) and one of its key's places in flight taken.
 
-    ``charge_id`` names the reservation in the shared store (empty: none there); ``local``:
-    taken in this replica's memory while the store was unreachable.
+    ``grant`` is the Redis backend's grant its tokens were drawn from (None: none there);
+    ``local``: taken in this replica's memory while the store was unreachable.
     """
 
     key: APIKeyConfig
@@ -61,7 +62,7 @@ class Admission:
     tokens: int
     # The most answer tokens the request may ask its upstream for when the client set none.
     completion_budget: int | None = None
-    charge_id: str = ""
+    grant: Grant | None = None
     local: bool = False
     finished: bool = False
 

@@ -117,8 +117,9 @@ class SharedStateHealth:
     async def attempt(
         self, component: str, call: Callable[[], Awaitable[T]]
     ) -> tuple[bool, T | None]:
-        """``(True, result)`` from the store, or ``(False, ...)`` when it did not answer
-        (or is known to be down): the caller then uses its fallback. Refusals pass through."""
+        """``(True, result)`` from the shared backend, or ``(False, ...)`` when the store did
+        not answer (or is known to be down): the caller then uses its fallback. Refusals
+        pass through."""
         if not self.should_try():
             if self._metrics is not None:
                 self._metrics.shared_state_fallbacks.labels(component).inc()
@@ -128,11 +129,14 @@ class SharedStateHealth:
         except SharedStateUnavailable as exc:
             self.down(component, exc)
             return False, None
-        except GatewayError:
-            self.up()
-            raise
-        self.up()
+        # No up() here: a call may be answered without the store (a lease, the guard's copy
+        # of the locked set); the connection reports each real answer (``answered``).
         return True, result
+
+    def answered(self) -> None:
+        """The store answered a command: it is reachable."""
+        if not self.available:
+            self.up()
 
 
 class SharedLimiter:

@@ -110,8 +110,10 @@ class MemoryRateLimiter:
             usage.in_flight -= 1
         if used is None or key.tokens_per_minute is None:
             return
-        usage.expire(self._now())
-        if admission in usage.charges:  # still inside the window
+        now = self._now()
+        usage.expire(now)
+        # Still inside the window (expire drops charges oldest first): O(1), not a search.
+        if admission.at > now - WINDOW_S:
             usage.token_total += used - admission.tokens
         admission.tokens = used
 

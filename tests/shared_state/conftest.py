@@ -59,17 +59,31 @@ def section(server: RedisProcess, **extra: object) -> SharedStateConfig:
 
 @asynccontextmanager
 async def replica(
-    server: RedisProcess, clock: Clock, *, liveness_ttl_s: float = 15.0, max_failures: int = 3
+    server: RedisProcess,
+    clock: Clock,
+    *,
+    liveness_ttl_s: float = 15.0,
+    max_failures: int = 3,
+    lease_s: float = 1.0,
+    guard_refresh_s: float = 0.0,
 ) -> AsyncIterator[Replica]:
     connection = RedisConnection(connect(section(server), server.password), PREFIX)
     try:
         yield Replica(
             connection,
             RedisRateLimiter(
-                connection, default_max_in_flight=4, liveness_ttl_s=liveness_ttl_s, clock=clock
+                connection,
+                default_max_in_flight=4,
+                liveness_ttl_s=liveness_ttl_s,
+                lease_s=lease_s,
+                clock=clock,
             ),
             RedisAuthFailureGuard(
-                connection, secret=b"s" * 32, max_failures=max_failures, clock=clock
+                connection,
+                secret=b"s" * 32,
+                max_failures=max_failures,
+                refresh_s=guard_refresh_s,
+                clock=clock,
             ),
             RedisTokenStore(connection, ttl_s=60),
         )
