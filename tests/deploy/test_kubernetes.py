@@ -30,7 +30,9 @@ K8S_VERSION = "1.30.0"
 NAMESPACE = "confidential-gateway"
 OVERLAY_NAMES = ["dev", "tdx", "snp"]
 RUNTIME_CLASS = {"dev": None, "tdx": "kata-qemu-tdx", "snp": "kata-qemu-snp"}
-ATTESTATION = {"dev": "simulated", "tdx": "tdx", "snp": "sev-snp"}
+# In a Kata guest a container cannot read configfs-tsm: the guest's Attestation Agent attests.
+ATTESTATION = {"dev": "simulated", "tdx": "aa", "snp": "aa"}
+KERNEL_PARAMS = "io.katacontainers.config.hypervisor.kernel_params"
 CRDS = {"keda.sh/v1alpha1": {"ScaledObject"}, "monitoring.coreos.com/v1": {"ServiceMonitor"}}
 WORKLOADS = {"Deployment", "StatefulSet"}
 
@@ -177,9 +179,8 @@ def test_runtime_class_and_attestation_follow_the_overlay(overlay: str) -> None:
 def test_confidential_engines_carry_the_coco_annotations_of_their_initdata(overlay: str) -> None:
     engine = one(rendered(overlay), "StatefulSet", "smollm2-engine")
     annotations = engine["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["io.katacontainers.config.hypervisor.kernel_params"] == (
-        "agent.guest_components_rest_api=resource"  # resources, not an evidence factory
-    )
+    # The CDH's resources (the sealed model's key) and the AA's evidence (the TLS key's).
+    assert annotations[KERNEL_PARAMS] == "agent.guest_components_rest_api=all"
     source = (OVERLAYS / overlay / "initdata.toml").read_text()
     encoded = annotations["io.katacontainers.config.hypervisor.cc_init_data"]
     assert decode_initdata(encoded) == source, "run render --initdata and update the patch"
@@ -198,6 +199,20 @@ def test_confidential_engines_carry_the_coco_annotations_of_their_initdata(overl
         "kubernetes.io/metadata.name": host
     }
     assert kbs_rule["ports"] == [{"protocol": "TCP", "port": int(port)}]
+
+
+@pytest.mark.parametrize("overlay", ["tdx", "snp"])
+def test_the_confidential_gateway_gets_evidence_but_no_resources_from_its_guest(
+    overlay: str,
+) -> None:
+    gateway = one(rendered(overlay), "Deployment", "gateway")
+    annotations = gateway["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[KERNEL_PARAMS] == "agent.guest_components_rest_api=attestation"
+
+
+def test_the_dev_overlay_sets_no_kata_kernel_params() -> None:
+    for workload in (m for m in rendered("dev") if m["kind"] in WORKLOADS):
+        assert KERNEL_PARAMS not in workload["spec"]["template"]["metadata"].get("annotations", {})
 
 
 @pytest.mark.parametrize("overlay", OVERLAY_NAMES)
