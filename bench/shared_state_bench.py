@@ -3,17 +3,20 @@
     python -m bench.shared_state_bench [--tasks 32] [--seconds 4] [--clients 32]
                                        [--rounds 3] [--round-seconds 4] [--json PATH]
 
-Two measurements, each against a real ``redis-server`` (Debian's, on a free loopback port
-with a password, as the tests start it):
+Three measurements, each against a real ``redis-server`` (Debian's, on a free loopback
+port with a password, as the tests start it):
 
 1. The limiter path of one request (``begin`` awaited, ``finish`` queued) through the
-   gateway's own ``SharedLimiter``, in-memory against Redis, with the starts made in one
-   turn of the event loop coalesced into one pipeline and, for comparison, without.
-2. The whole gateway (what issue 16's target is about): two gateway processes, one with
-   in-memory limits and one with Redis-backed limits, otherwise the same (a key with
-   requests and tokens per minute set too high to refuse, PII tokenization on, NER off,
-   TLS on), in front of one instant mock upstream; ``--clients`` concurrent clients drive
-   each for ``--round-seconds``, alternating, ``--rounds`` times.
+   gateway's own ``SharedLimiter``: in-memory, Redis with leases (the default, 1 s) and
+   Redis with ``lease_s: 0`` (every request asks Redis), for comparison.
+2. The whole gateway (what issue 16's target is about): gateway processes with in-memory
+   and with Redis-backed limits, plus a second in-memory one as a control (its spread from
+   the first is the run's noise floor), otherwise the same (a key with requests and tokens per
+   minute set too high to refuse, PII tokenization on, NER off, TLS on), in front of one
+   instant mock upstream; 1 and ``--clients`` concurrent clients drive each for
+   ``--round-seconds``, alternating, ``--rounds`` times.
+3. Two Redis-backed replicas sharing one Redis and one key, the clients split between
+   them, against one replica with all the clients (aggregate requests/s).
 """
 
 from __future__ import annotations
@@ -84,21 +87,21 @@ async def limiter_path(server: RedisProcess, tasks: int, seconds: float) -> dict
     runs: dict[str, Any] = {}
     for n in (1, tasks):
         runs[f"memory_{n}"] = await drive(MemoryRateLimiter(), n, seconds)
-    for coalesce in (True, False):
+    # redis: the shipped default (leases of 1 s); redis_exact: lease_s 0, every request asks.
+    for name, lease_s in (("redis", 1.0), ("redis_exact", 0.0)):
         section = SharedStateConfig(backend="redis", url=server.url, key_prefix="cgbench:")
-        connection = RedisConnection(
-            connect(section, server.password), section.key_prefix, coalesce=coalesce
-        )
+        connection = RedisConnection(connect(section, server.password), section.key_prefix)
         try:
+            redis_limiter = RedisRateLimiter(connection, lease_s=lease_s)
             shared = SharedLimiter(
-                RedisRateLimiter(connection),
+                redis_limiter,
                 MemoryRateLimiter(),
                 SharedStateHealth(policy="fail_closed"),
                 policy="fail_closed",
             )
-            name = "redis" if coalesce else "redis_uncoalesced"
             for n in (1, tasks):
                 runs[f"{name}_{n}"] = await drive(shared, n, seconds)
+            await redis_limiter.close()
         finally:
             await connection.close()
     return runs
@@ -159,14 +162,27 @@ async def load(target: Target, clients: int, seconds: float) -> dict[str, Any]:
     }
 
 
+async def load_spread(targets: list[Target], clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` spread evenly over ``targets`` (replicas behind one name), at once."""
+    share = max(1, clients // len(targets))
+    parts = await asyncio.gather(*(load(t, share, seconds) for t in targets))
+    return {
+        "requests": sum(part["requests"] for part in parts),
+        "elapsed_s": max(part["elapsed_s"] for part in parts),
+        "latencies": [x for part in parts for x in part["latencies"]],
+        "errors": sum(part["errors"] for part in parts),
+    }
+
+
 async def compare(
-    targets: list[Target], clients: int, rounds: int, seconds: float
+    targets: list[list[Target]], clients: int, rounds: int, seconds: float
 ) -> dict[str, Any]:
-    done: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    """Each entry of ``targets`` is one system (one gateway, or replicas sharing clients)."""
+    done: dict[str, list[dict[str, Any]]] = {group[0].name: [] for group in targets}
     for i in range(rounds):
         order = targets if i % 2 == 0 else targets[::-1]  # neither always goes first
-        for target in order:
-            done[target.name].append(await load(target, clients, seconds))
+        for group in order:
+            done[group[0].name].append(await load_spread(group, clients, seconds))
     out: dict[str, Any] = {}
     for name, parts in done.items():
         latencies = [x for part in parts for x in part["latencies"]]
@@ -192,17 +208,34 @@ def whole_gateway(
         try:
             mock_process, mock = start_mock(log)
             processes.append(mock_process)
-            targets = []
-            for name, url in (("memory", None), ("redis", server.url)):
+            started: dict[str, Target] = {}
+            gateways = (
+                ("memory", None),
+                ("memory_control", None),
+                ("redis", server.url),
+                ("redis_b", server.url),
+            )
+            for name, url in gateways:
                 config = gateway_config(tmp, name, mock, url)
                 process, base, verify = start_gateway(tmp, name, config, log)
                 processes.append(process)
-                targets.append(Target(name, base, SECRET, verify))
-            one_client = asyncio.run(compare(targets, 1, rounds, seconds / 2))
-            many = asyncio.run(compare(targets, clients, rounds, seconds))
+                started[name] = Target(name, base, SECRET, verify)
+            # memory_control is a second, identical in-memory gateway: the spread between
+            # it and memory is this run's noise floor.
+            single = [[started["memory"]], [started["memory_control"]], [started["redis"]]]
+            one_client = asyncio.run(compare(single, 1, rounds, seconds / 2))
+            many = asyncio.run(compare(single, clients, rounds, seconds))
+            # Two replicas sharing one Redis (and one key's limits) against one of them.
+            pair = Target("two_replicas", started["redis"].base, SECRET, started["redis"].verify)
+            second = Target(
+                "two_replicas", started["redis_b"].base, SECRET, started["redis_b"].verify
+            )
+            replicas = asyncio.run(
+                compare([[started["redis"]], [pair, second]], clients, rounds, seconds)
+            )
         finally:
             stop(processes)
-    return {"clients_1": one_client, f"clients_{clients}": many}
+    return {"clients_1": one_client, f"clients_{clients}": many, "replicas": replicas}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,16 +249,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as workdir, running_redis(Path(workdir)) as server:
         path = asyncio.run(limiter_path(server, args.tasks, args.seconds))
-        gateway = whole_gateway(
-            server, Path(workdir), args.clients, args.rounds, args.round_seconds
-        )
+        gateways = Path(workdir) / "gateways"  # apart from Redis's own files (its TLS pem)
+        gateways.mkdir()
+        gateway = whole_gateway(server, gateways, args.clients, args.rounds, args.round_seconds)
+    replicas = gateway.pop("replicas")
+    replicas["aggregate_ratio"] = ratio(
+        replicas["two_replicas"]["requests_per_s"], replicas["redis"]["requests_per_s"]
+    )
     comparison: dict[str, Any] = {}
     for level, runs in gateway.items():
-        memory, redis = runs["memory"], runs["redis"]
+        memory, redis, control = runs["memory"], runs["redis"], runs["memory_control"]
         comparison[level] = {
             "added_p50_ms": round(redis["p50_ms"] - memory["p50_ms"], 3),
             "added_p99_ms": round(redis["p99_ms"] - memory["p99_ms"], 3),
             "throughput_ratio": ratio(redis["requests_per_s"], memory["requests_per_s"]),
+            "control_p50_ms": round(control["p50_ms"] - memory["p50_ms"], 3),
+            "control_throughput_ratio": ratio(control["requests_per_s"], memory["requests_per_s"]),
         }
     figures = {
         "limiter_path": {"tasks": args.tasks, "seconds": args.seconds, **path},
@@ -237,11 +276,16 @@ def main(argv: list[str] | None = None) -> int:
             "comparison": comparison,
             "target": "<= 0.3 ms added at p50, >= 0.9 of the in-memory throughput",
         },
+        "replicas": {
+            "clients": args.clients,
+            **replicas,
+            "note": "client, mock upstream, Redis and both gateways share this machine's CPUs",
+        },
     }
     report = emit("shared_state", figures, args.json)
     print()
     rows = []
-    for name in ("memory", "redis", "redis_uncoalesced"):
+    for name in ("memory", "redis", "redis_exact"):
         for n in (1, args.tasks):
             run = path[f"{name}_{n}"]
             rows.append([name, n, run["requests_per_s"], run["p50_ms"], run["p99_ms"]])
@@ -250,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for level, runs in gateway.items():
         clients = level.removeprefix("clients_")
-        for name in ("memory", "redis"):
+        for name in ("memory", "memory_control", "redis"):
             run = runs[name]
             rows.append(
                 [
@@ -273,6 +317,16 @@ def main(argv: list[str] | None = None) -> int:
                 "",
             ]
         )
+        rows.append(
+            [
+                "control - memory (noise)",
+                clients,
+                c["control_throughput_ratio"],
+                c["control_p50_ms"],
+                "",
+                "",
+            ]
+        )
     print(
         table(
             [
@@ -283,6 +337,18 @@ def main(argv: list[str] | None = None) -> int:
                 "p99 ms (added)",
                 "errors",
             ],
+            rows,
+        )
+    )
+    rows = [
+        [name, replicas[name]["requests_per_s"], replicas[name]["p50_ms"], replicas[name]["errors"]]
+        for name in ("redis", "two_replicas")
+    ]
+    rows.append(["2 replicas / 1", replicas["aggregate_ratio"], "", ""])
+    print()
+    print(
+        table(
+            [f"Redis-backed gateways, {args.clients} clients", "requests/s", "p50 ms", "errors"],
             rows,
         )
     )
