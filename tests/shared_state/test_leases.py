@@ -97,23 +97,25 @@ def test_a_limit_holds_across_replicas_while_they_lease(redis_server: RedisProce
 def test_an_unused_slice_goes_back_at_its_deadline(redis_server: RedisProcess) -> None:
     async def scenario() -> None:
         clock = Clock()
-        async with replica(redis_server, clock, lease_s=0.2) as a:
-            async with replica(redis_server, clock, lease_s=0.2) as b:
-                limited = key("a", "alpha", requests_per_minute=400, tokens_per_minute=10**7)
-                for _ in range(40):  # demand makes the slices grow
-                    a.limiter.finish(await a.limiter.begin(limited, 10, 10), 15)
-                kid = a.limiter._lease(limited).kid
-                leased, _ = await stored_totals(redis_server, kid)
-                assert leased > 40  # a slice beyond what was used
-                clock.now += 0.25
-                await asyncio.sleep(0.3)  # the deadline timer gives the unused part back
-                await a.limiter.flush()
-                requests, tokens = await stored_totals(redis_server, kid)
-                assert requests == 40 and tokens == 40 * 15
-                # b can now take everything a did not use.
-                taken = [b.limiter.admit(limited) for _ in range(400)]
-                results = await asyncio.gather(*taken, return_exceptions=True)
-                assert sum(r is None for r in results) == 360
+        async with (
+            replica(redis_server, clock, lease_s=0.2) as a,
+            replica(redis_server, clock, lease_s=0.2) as b,
+        ):
+            limited = key("a", "alpha", requests_per_minute=400, tokens_per_minute=10**7)
+            for _ in range(40):  # demand makes the slices grow
+                a.limiter.finish(await a.limiter.begin(limited, 10, 10), 15)
+            kid = a.limiter._lease(limited).kid
+            leased, _ = await stored_totals(redis_server, kid)
+            assert leased > 40  # a slice beyond what was used
+            clock.now += 0.25
+            await asyncio.sleep(0.3)  # the deadline timer gives the unused part back
+            await a.limiter.flush()
+            requests, tokens = await stored_totals(redis_server, kid)
+            assert requests == 40 and tokens == 40 * 15
+            # b can now take everything a did not use.
+            taken = [b.limiter.admit(limited) for _ in range(400)]
+            results = await asyncio.gather(*taken, return_exceptions=True)
+            assert sum(r is None for r in results) == 360
 
     asyncio.run(scenario())
 
