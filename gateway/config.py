@@ -161,8 +161,8 @@ class APIKeyConfig(_Section):
     name: str
     sha256: str
     models: list[str] = Field(default_factory=lambda: ["*"])
-    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
-    tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
+    requests_per_minute: Annotated[int, Field(ge=1, le=10**12)] | None = None
+    tokens_per_minute: Annotated[int, Field(ge=1, le=10**12)] | None = None
     # Requests this key may have in flight at once (default: limits.max_in_flight_per_key).
     max_in_flight: Annotated[int, Field(ge=1)] | None = None
     # Its share of engine slots when keys compete: a weight-2 key gets twice a weight-1's.

@@ -124,6 +124,12 @@ def build_shared_state(config: GatewayConfig, metrics: GatewayMetrics | None = N
     connection.batch.on_lost = lambda error: health.down("limits", error)
     connection.batch.on_answer = health.answered
     replicas = section.local_share_replicas
+    if password is None:
+        log.warning(
+            "shared_state has no password_env: Redis accepts anyone who reaches it, and client "
+            "addresses in it are hashed with a fixed key (an address can be guessed back); "
+            "set a password"
+        )
     secret = hashlib.sha256(b"cg-client-address\0" + (password or "").encode()).digest()
     return SharedState(
         limiter=SharedLimiter(

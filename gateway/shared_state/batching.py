@@ -37,10 +37,14 @@ OnResult = Callable[[Any, bool], None]
 class _Call:
     script: str
     keys: Sequence[str]
-    args: Sequence[Arg]
+    args: Sequence[Arg] | Callable[[], Sequence[Arg]]
     future: asyncio.Future[Any] | None = None  # None: nobody waits (a finish)
     retry: bool = False
     on_result: OnResult | None = None
+    barrier: bool = False
+
+    def arguments(self) -> Sequence[Arg]:
+        return self.args() if callable(self.args) else self.args
 
 
 class ScriptBatcher:
@@ -53,7 +57,6 @@ class ScriptBatcher:
         retry_interval_s: float = 1.0,
         max_queued: int = 100_000,
         max_batch: int = 1024,
-        coalesce: bool = True,
     ) -> None:
         self._client = client
         self._bodies = dict(scripts)
@@ -64,7 +67,6 @@ class ScriptBatcher:
         self._retry_interval = retry_interval_s
         self._max_queued = max_queued
         self._max_batch = max_batch
-        self._coalesce = coalesce  # False: each call its own round trip (for comparison)
         self._queue: list[_Call] = []
         self._due = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
@@ -81,21 +83,20 @@ class ScriptBatcher:
         self,
         script: str,
         keys: Sequence[str],
-        args: Sequence[Arg],
+        args: Sequence[Arg] | Callable[[], Sequence[Arg]],
         on_result: OnResult | None = None,
+        *,
+        barrier: bool = False,
     ) -> Any:
-        """Run ``script`` in the next batch and return its answer."""
+        """Run ``script`` in the next batch and return its answer.
+
+        ``args`` may be a function, called when the batch is built (after every earlier
+        batch's answers were applied). A ``barrier`` runs after every finish queued before
+        it and before the other calls of its batch (whose answers are not known yet).
+        """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        item = _Call(script, keys, args, future, on_result=on_result)
-        if self._coalesce:
-            self._queue.append(item)
-            self._wake()
-        else:
-            try:
-                (answer,) = await self._execute([item])
-            except (RedisError, OSError, TimeoutError) as exc:
-                raise await self._lost(exc) from None
-            self._answer(item, answer)
+        self._queue.append(_Call(script, keys, args, future, on_result=on_result, barrier=barrier))
+        self._wake()
         return await future
 
     def send(self, script: str, keys: Sequence[str], args: Sequence[Arg], *, retry: bool) -> None:
@@ -146,7 +147,7 @@ class ScriptBatcher:
             self._due.clear()
             while self._queue:
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-                await self._send(batch)
+                await self._send(_ordered(batch))
             self._idle.set()
 
     async def _send(self, batch: list[_Call]) -> None:
@@ -155,15 +156,21 @@ class ScriptBatcher:
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(batch, await self._lost(exc))
             return
+        # Our scripts never answer with an error: one is the server's state (out of memory,
+        # read-only replica, busy, misconfigured), so those calls fail as if unreachable.
+        failed = [item for item, answer in zip(batch, answers, strict=True) if _error(answer)]
+        if len(failed) < len(batch) and self.on_answer is not None:
+            self.on_answer()
+        if failed:
+            first = next(answer for answer in answers if _error(answer))
+            log.warning("shared state store answered with an error: %s", type(first).__name__)
+            self._failed(failed, SharedStateUnavailable(type(first).__name__))
         for item, answer in zip(batch, answers, strict=True):
-            if isinstance(answer, Exception) and item.future is None:
-                log.warning("a queued shared-state update failed: %s", type(answer).__name__)
-            self._answer(item, answer)
+            if not _error(answer):
+                self._answer(item, answer)
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
         answers = await self._pipeline(batch)
-        if self.on_answer is not None:
-            self.on_answer()
         missing = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
         if missing:  # the server lost its scripts (a restart): load them, run those again
             for body in self._bodies.values():
@@ -178,14 +185,14 @@ class ScriptBatcher:
             item = batch[0]
             try:
                 answer = await self._client.evalsha(
-                    self._shas[item.script], len(item.keys), *item.keys, *item.args
+                    self._shas[item.script], len(item.keys), *item.keys, *item.arguments()
                 )
             except ResponseError as exc:  # the script's own error: an answer, as below
                 return [exc]
             return [answer]
         pipe = self._client.pipeline(transaction=False)
         for item in batch:
-            pipe.evalsha(self._shas[item.script], len(item.keys), *item.keys, *item.args)
+            pipe.evalsha(self._shas[item.script], len(item.keys), *item.keys, *item.arguments())
         answers: list[Any] = await pipe.execute(raise_on_error=False)
         return answers
 
@@ -226,3 +233,19 @@ class ScriptBatcher:
         with contextlib.suppress(RedisError, OSError):
             await self._client.connection_pool.disconnect()
         return SharedStateUnavailable(type(error).__name__)
+
+
+def _error(answer: Any) -> bool:
+    return isinstance(answer, Exception)
+
+
+def _ordered(batch: list[_Call]) -> list[_Call]:
+    """``batch`` with its first barrier moved before every call (a future) queued ahead of
+    it; finishes queued ahead of it stay ahead (their effect is already in its arguments)."""
+    at = next((i for i, item in enumerate(batch) if item.barrier), None)
+    if at is None:
+        return batch
+    ahead = batch[:at]
+    finishes = [item for item in ahead if item.future is None]
+    calls = [item for item in ahead if item.future is not None]
+    return [*finishes, batch[at], *calls, *batch[at + 1 :]]

@@ -85,15 +85,12 @@ class RedisConnection:
         client: Redis,
         prefix: str,
         *,
-        coalesce: bool = True,
         retry_interval_s: float = 1.0,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self._scripts = {name: client.register_script(body) for name, body in scripts.ALL.items()}
-        self.batch = ScriptBatcher(
-            client, scripts.ALL, coalesce=coalesce, retry_interval_s=retry_interval_s
-        )
+        self.batch = ScriptBatcher(client, scripts.ALL, retry_interval_s=retry_interval_s)
 
     async def run(self, script: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         try:
@@ -359,35 +356,55 @@ class RedisRateLimiter:
                 admission.grant = lease.grant if need_r or need_t else None
             placed = placed or lease.place()
 
-        local(now)
-        while not (covered and placed) and lease.pending is not None:
-            await lease.pending.wait()  # the slice on its way may cover this one
-            now = self._now()
-            local(now)
-        if covered and placed:
-            if lease.prefetch(now):
-                self._refill(key, lease, places)
-            return admission
-        ask_r, ask_t = (0, 0) if covered else (need_r, need_t)
-        ask = lease.ask(ask_r, ask_t, 0 if placed else 1, exact=now < lease.exact_until)
+        answered = undone = admitted = False
+
+        def undo() -> None:
+            """Give back what this request took locally: it ends without an answer."""
+            nonlocal undone
+            undone = True
+            if placed:
+                self._leave(lease)
+            if covered and admission.grant is not None:
+                self._adjust(lease, admission.grant, -admission.tokens)
+                admission.grant = None
 
         def taken(grant: Grant | None, result: Any, abandoned: bool) -> None:
             # Here, not after the await: a caller cancelled meanwhile still holds the place.
-            ok = int(result[0]) == 1
+            nonlocal answered, admitted
+            answered = True
+            ok = admitted = int(result[0]) == 1
+            if undone:  # its caller is gone and gave back what it held: only the grant's
+                if ok and not covered and grant is not None:  # share for it goes back too
+                    self._adjust(lease, grant, -ask.need_t)
+                return
             if not covered and ok:
                 admission.grant = grant
             if ok and not placed:
                 lease.in_use += 1
             if not ok:
-                if placed:
-                    self._leave(lease)
-                if covered and admission.grant is not None:  # a refusal reserves nothing
-                    self._adjust(lease, admission.grant, -admission.tokens)
-                    admission.grant = None
+                undo()  # a refusal reserves nothing
             elif abandoned:
                 self.finish(admission, 0)
 
-        result = await self._from_redis(key, lease, ask, now, places=places, on_result=taken)
+        local(now)
+        try:
+            while not (covered and placed) and lease.pending is not None:
+                await lease.pending.wait()  # the slice on its way may cover this one
+                now = self._now()
+                local(now)
+            if covered and placed:
+                if lease.prefetch(now):
+                    self._refill(key, lease, places)
+                return admission
+            ask_r, ask_t = (0, 0) if covered else (need_r, need_t)
+            ask = lease.ask(ask_r, ask_t, 0 if placed else 1, exact=now < lease.exact_until)
+            result = await self._from_redis(key, lease, ask, now, places=places, on_result=taken)
+        except BaseException:  # Redis lost, or the caller cancelled: nothing stays taken
+            if not answered and not undone:
+                undo()
+            elif admitted:  # let in, then cancelled before it could resume
+                self.finish(admission, 0)
+            raise
         if int(result[0]) == 1:
             return admission
         kind = _text(result[1])
@@ -407,11 +424,14 @@ class RedisRateLimiter:
         async def run() -> None:
             if lease.pending is pending:
                 lease.pending = None  # _from_redis registers its own
-            with contextlib.suppress(SharedStateUnavailable):  # reported by the batch
+            try:
                 await self._from_redis(
                     key, lease, ask, self._now(), places=places, on_result=lambda *_: None
                 )
-            pending.set()
+            except SharedStateUnavailable:
+                pass  # reported by the batch; the next request that needs Redis asks again
+            finally:
+                pending.set()  # whatever happened, nobody waits for this one any longer
 
         task = asyncio.get_running_loop().create_task(run())
         self._refills.add(task)
@@ -522,15 +542,21 @@ class RedisRateLimiter:
     async def resync(self) -> None:
         """Write this replica's places back from its own count (batched: after the releases
         queued before it, which it then overrides, and before those queued after it)."""
-        pairs: list[str | int] = []
-        for lease in self._leases.values():
-            if lease.places:
-                pairs += [lease.kid, lease.places]
+
+        def arguments() -> list[str | int]:
+            # Taken when the batch is built: every earlier grant's places are counted by then.
+            pairs: list[str | int] = []
+            for lease in self._leases.values():
+                if lease.places:
+                    pairs += [lease.kid, lease.places]
+            return [self._liveness_ms, self.replica_id, PLACES_TTL_MS, *pairs]
+
         prefix = self._redis.prefix
         await self._redis.batch.call(
             "resync",
             [f"{prefix}inflight:{self.replica_id}", self._live_key(), f"{prefix}replicas"],
-            [self._liveness_ms, self.replica_id, PLACES_TTL_MS, *pairs],
+            arguments,
+            barrier=True,
         )
 
 
@@ -566,6 +592,7 @@ class RedisAuthFailureGuard:
         self._ids = itertools.count()
         self._member_prefix = secrets.token_hex(8)
         self._locked: dict[str, float] = {}  # client id -> end of its lock (the clock's time)
+        self._complete = True  # False: more clients are locked than the copy holds
         self._read_at = -math.inf  # time.monotonic() of the last read of the locked set
         self._reading: asyncio.Task[None] | None = None
 
@@ -583,12 +610,18 @@ class RedisAuthFailureGuard:
                 await self.refresh()  # the first read (or every one, refresh_s 0) is awaited
             elif self._reading is None or self._reading.done():
                 self._reading = asyncio.get_running_loop().create_task(self._refresh_quietly())
-        until = self._locked.get(self._client_id(client))
+        cid = self._client_id(client)
+        until = self._locked.get(cid)
+        if until is None and not self._complete:
+            # The copy holds only the newest max_locked locks (a flood of them is going on):
+            # a client it does not name is asked about directly.
+            answer = await self._redis.run("guard_lock_end", [self._locked_key()], [cid])
+            until = float(answer) if answer else None
         if until is not None:
             now = self._now()
             if until > now:
                 raise too_many_failures(until - now)
-            self._locked.pop(self._client_id(client), None)
+            self._locked.pop(cid, None)
 
     async def refresh(self) -> None:
         """Read the set of locked clients again."""
@@ -597,6 +630,7 @@ class RedisAuthFailureGuard:
         )
         pairs = iter(answer)
         self._locked = {_text(cid): float(until) for cid, until in zip(pairs, pairs, strict=True)}
+        self._complete = len(self._locked) < self._max_locked
         self._read_at = time.monotonic()
 
     async def _refresh_quietly(self) -> None:

@@ -13,6 +13,11 @@ from __future__ import annotations
 
 # Drops grants older than the window from the running totals; returns both totals left.
 _EXPIRE_GRANTS = """
+-- A running total never goes below 0 (a total lost to eviction would otherwise go negative
+-- and raise the limit): at 0 or less it is removed, which reads as 0.
+local function add(total, n)
+  if n ~= 0 and redis.call('INCRBY', total, n) <= 0 then redis.call('DEL', total) end
+end
 local function expire_grants(chg, req, tok, rt, tt, cutoff)
   local old = redis.call('ZRANGEBYSCORE', chg, '-inf', cutoff)
   if #old > 0 then
@@ -24,8 +29,8 @@ local function expire_grants(chg, req, tok, rt, tt, cutoff)
       redis.call('HDEL', tok, id)
     end
     redis.call('ZREMRANGEBYSCORE', chg, '-inf', cutoff)
-    redis.call('DECRBY', rt, gone_r)
-    redis.call('DECRBY', tt, gone_t)
+    add(rt, -gone_r)
+    add(tt, -gone_t)
   end
   return tonumber(redis.call('GET', rt) or '0'), tonumber(redis.call('GET', tt) or '0')
 end
@@ -125,8 +130,8 @@ if gr > 0 or gt > 0 then
   redis.call('ZADD', KEYS[1], score, ARGV[5])
   if gr > 0 then redis.call('HSET', KEYS[2], ARGV[5], gr) end
   if gt > 0 then redis.call('HSET', KEYS[3], ARGV[5], gt) end
-  redis.call('INCRBY', KEYS[4], gr)
-  redis.call('INCRBY', KEYS[5], gt)
+  add(KEYS[4], gr)
+  add(KEYS[5], gt)
   local ttl = tonumber(ARGV[6]) + math.ceil(lease * 1000)
   for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
@@ -147,8 +152,14 @@ if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 0 end
 local r, t = tonumber(ARGV[4]), tonumber(ARGV[5])
 local held_r = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
 local held_t = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
-redis.call('INCRBY', KEYS[4], r - held_r)
-redis.call('INCRBY', KEYS[5], t - held_t)
+add(KEYS[4], r - held_r)
+add(KEYS[5], t - held_t)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  for i = 4, 5 do
+    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ttl) end
+  end
+end
 if r == 0 and t == 0 then
   redis.call('ZREM', KEYS[1], ARGV[3])
   redis.call('HDEL', KEYS[2], ARGV[3])
@@ -215,11 +226,18 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return {count, tostring(until_)}
 """
 
-# KEYS: the locked set.  ARGV: now, most entries.  -> {client id, lock end, ...}
+# The locks that end last (the newest) first, so a flood of locked decoys cannot push a
+# new lock out of the copy. KEYS: the locked set.  ARGV: now, most entries.
+# -> {client id, lock end, ...}
 GUARD_LOCKED = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES',
+return redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. ARGV[1], 'WITHSCORES',
   'LIMIT', 0, tonumber(ARGV[2]))
+"""
+
+# KEYS: the locked set.  ARGV: client id.  -> its lock end, or false
+GUARD_LOCK_END = """
+return redis.call('ZSCORE', KEYS[1], ARGV[1])
 """
 
 # KEYS: the token's key.  ARGV: value, ttl_ms.  -> 1 stored | 0 the id was taken
@@ -236,5 +254,6 @@ ALL = {
     "resync": RESYNC,
     "guard_failed": GUARD_FAILED,
     "guard_locked": GUARD_LOCKED,
+    "guard_lock_end": GUARD_LOCK_END,
     "token_put": TOKEN_PUT,
 }

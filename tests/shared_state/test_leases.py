@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.errors import GatewayError
-from gateway.shared_state.base import Admission
+from gateway.shared_state.base import Admission, SharedStateUnavailable
 from gateway.shared_state.leases import Grant, KeyLease
 from tests.shared_state.conftest import PREFIX, Clock, Replica, flush, key, replica
 from tests.support.redis_process import RedisProcess
@@ -179,5 +179,83 @@ def test_the_guard_refuses_a_client_locked_by_another_replica_once_it_reads_the_
             assert info.value.status == 429
             clock.now += 61
             await a.guard.check("203.0.113.9")
+
+    asyncio.run(scenario())
+
+
+def test_a_begin_that_fails_or_is_cancelled_gives_back_what_it_took(
+    redis_server: RedisProcess,
+) -> None:
+    async def scenario() -> None:
+        async with replica(redis_server, Clock()) as a:
+            limited = key("a", "alpha", requests_per_minute=10, max_in_flight=64)
+            first = await a.limiter.begin(limited, 10, 5)
+            lease = a.limiter._lease(limited)
+            assert lease.places > 1 and lease.in_use == 1  # a place taken locally next time
+            client = Redis(host="127.0.0.1", port=redis_server.port, password=redis_server.password)
+            try:  # Redis answers with an error (full): the request fails, its place comes back
+                await client.config_set("maxmemory", "1")
+                with pytest.raises(SharedStateUnavailable):
+                    await a.limiter.begin(limited, 10, 5)
+                assert lease.in_use == 1
+                await client.config_set("maxmemory", "0")
+                # Cancelled while waiting for its grant: the same.
+                waiting = asyncio.ensure_future(a.limiter.begin(limited, 10, 5))
+                await asyncio.sleep(0)
+                waiting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting
+                await a.limiter.flush()
+                assert lease.in_use == 1
+            finally:
+                await client.config_set("maxmemory", "0")
+                await client.aclose()
+            a.limiter.finish(first, 5)
+            assert lease.in_use == 0
+
+    asyncio.run(scenario())
+
+
+def test_resync_counts_the_places_granted_in_its_own_batch(redis_server: RedisProcess) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        async with replica(redis_server, clock, lease_s=5) as a:
+            limited = key("a", "alpha", max_in_flight=64)
+
+            async def resync_in_the_same_tick() -> None:
+                await asyncio.sleep(0)
+                await a.limiter.resync()
+
+            held, _ = await asyncio.gather(
+                a.limiter.begin(limited, 10, 5), resync_in_the_same_tick()
+            )
+            lease = a.limiter._lease(limited)
+            client = Redis(host="127.0.0.1", port=redis_server.port, password=redis_server.password)
+            try:
+                stored = await client.hgetall(f"{PREFIX}inflight:{a.limiter.replica_id}")
+            finally:
+                await client.aclose()
+            assert {int(v) for v in stored.values()} == {lease.places}
+            a.limiter.finish(held, 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_flood_of_locked_decoys_does_not_hide_a_new_lock(redis_server: RedisProcess) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        async with replica(redis_server, clock) as a, replica(redis_server, clock) as b:
+            b.guard._max_locked = 5
+            for n in range(8):  # decoys locked first
+                for _ in range(3):
+                    await a.guard.failed(f"2001:db8::{n}")
+            clock.now += 1
+            for _ in range(3):
+                await a.guard.failed("198.51.100.7")
+            await b.guard.refresh()
+            for client in ("198.51.100.7", "2001:db8::0"):  # newest in the copy; oldest asked
+                with pytest.raises(GatewayError):
+                    await b.guard.check(client)
+            await b.guard.check("192.0.2.1")
 
     asyncio.run(scenario())
