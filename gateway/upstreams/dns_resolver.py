@@ -38,7 +38,9 @@ class Nameserver:
         """``host``, ``host:port`` or ``[v6]:port``."""
         text = value.strip()
         if text.startswith("["):
-            host, _, rest = text[1:].partition("]")
+            host, closed, rest = text[1:].partition("]")
+            if not closed or (rest and not rest.startswith(":")):
+                raise ValueError(f"not [v6]:port: {value!r}")
             port = int(rest[1:]) if rest.startswith(":") else DNS_PORT
         elif text.count(":") == 1:
             host, _, port_text = text.partition(":")
@@ -109,17 +111,29 @@ async def _query(name: str, qtype: str, server: Nameserver, timeout_s: float) ->
     packet = query.pack()
     try:
         raw = await _udp(server, packet, query.header.id, timeout_s)
-        reply = DNSRecord.parse(raw)
+        reply = _parse(raw)
         if reply.header.tc:
-            reply = DNSRecord.parse(await _tcp(server, packet, timeout_s))
+            reply = _parse(await _tcp(server, packet, timeout_s))
     except (OSError, TimeoutError, DNSError, struct.error, asyncio.IncompleteReadError) as exc:
         raise ResolveError(
             f"DNS query for {name} ({qtype}) to {server.host}:{server.port} failed: "
             f"{type(exc).__name__}"
         ) from None
-    if reply.header.id != query.header.id:
+    asked = (str(query.q.qname).lower(), query.q.qtype)
+    if reply.header.id != query.header.id or [
+        (str(q.qname).lower(), q.qtype) for q in reply.questions
+    ] != [asked]:
         raise ResolveError(f"DNS answer for {name} does not match the query")
     return reply
+
+
+def _parse(raw: bytes) -> DNSRecord:
+    try:
+        return DNSRecord.parse(raw)
+    except DNSError:
+        raise
+    except Exception as exc:  # a hostile packet can trip dnslib in other ways
+        raise DNSError(f"unparseable answer ({type(exc).__name__})") from None
 
 
 async def resolve(
@@ -148,5 +162,8 @@ async def resolve(
     addresses = set()
     for rr in reply.rr:
         if rr.rtype == wanted and str(rr.rname).rstrip(".").lower() in names:
-            addresses.add(str(ipaddress.ip_address(str(rr.rdata))))
+            try:
+                addresses.add(str(ipaddress.ip_address(str(rr.rdata))))
+            except ValueError:
+                raise ResolveError(f"DNS answer for {name} holds a malformed address") from None
     return sorted(addresses, key=lambda a: ipaddress.ip_address(a))
