@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed-$(LLAMA_CPP_PYTHON)
 NODE_CLIENT := tests/clients/node
 NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: run test engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm bench-tools bench-fairness bench-embeddings bench-sealed clean
+.PHONY: run test check-redis engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm bench-tools bench-fairness bench-embeddings bench-sealed bench-shared-state clean
 
 $(WHEEL_DIR)/.built:
 	mkdir -p $(WHEEL_DIR)
@@ -50,7 +50,21 @@ $(NODE_STAMP): $(NODE_CLIENT)/package-lock.json
 		cd $(NODE_CLIENT) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the openai-node client test will be skipped"; fi
 
-test: $(STAMP) $(NODE_STAMP)
+# tests/shared_state run a real Redis (Debian's redis-server): installed with apt-get when
+# missing and this runs as root (or with password-less sudo), else a clear stop.
+check-redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+		else echo "redis-server not found: the shared-state tests need it; install it with 'sudo apt-get install redis-server'"; exit 1; fi; \
+		echo "installing redis-server (Debian package) for the shared-state tests"; \
+		$$SUDO apt-get install -y --no-install-recommends redis-server >/dev/null || \
+		{ $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends redis-server >/dev/null; }; \
+		command -v redis-server >/dev/null 2>&1 || { echo "redis-server could not be installed"; exit 1; }; }
+
+bench-shared-state: $(STAMP) check-redis
+	$(PY) -m bench.shared_state_bench
+
+test: $(STAMP) $(NODE_STAMP) check-redis
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy

@@ -164,9 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listen.add_argument(
         "--attestation",
-        choices=["auto", "tdx", "sev-snp", "simulated"],
+        choices=["auto", "tdx", "sev-snp", "aa", "simulated"],
         default="auto",
-        help="evidence for the TLS key (with --tls-port); never falls back to simulated",
+        help="evidence for the TLS key (with --tls-port); never falls back to simulated. aa: "
+        "the Confidential Containers Attestation Agent's REST API (127.0.0.1:8006)",
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from confidential_common.tee.providers import AttestationUnavailable
 from gateway.attestation.service import NONCE_HEX, AttestationService
-from gateway.auth import APIKeyStore, AuthFailureGuard
+from gateway.auth import APIKeyStore
 from gateway.endpoints.chat import ChatEndpoint
 from gateway.endpoints.completions.serving import CompletionsEndpoint
 from gateway.endpoints.embeddings.serving import EmbeddingsEndpoint
@@ -33,8 +33,9 @@ from gateway.errors import GatewayError, bad_request
 from gateway.lifecycle import Endpoint, RequestLifecycle
 from gateway.openapi import openapi_document
 from gateway.pipeline import Pipeline
-from gateway.ratelimit import RateLimiter
 from gateway.request_id import RequestIdMiddleware
+from gateway.shared_state.base import FailureGuard, Limiter
+from gateway.shared_state.memory import MemoryAuthFailureGuard
 from gateway.signing import ResponseSigner
 from gateway.telemetry import GatewayMetrics
 from gateway.upstreams.router import Router
@@ -59,7 +60,7 @@ class GatewayApp:
         self,
         *,
         keys: APIKeyStore,
-        limiter: RateLimiter,
+        limiter: Limiter,
         router: Router,
         pipeline: Pipeline,
         max_body_bytes: int,
@@ -68,9 +69,9 @@ class GatewayApp:
         metrics: GatewayMetrics,
         metrics_key_sha256: str | None = None,
         body_timeout_s: float = 30.0,
-        auth_guard: AuthFailureGuard | None = None,
+        auth_guard: FailureGuard | None = None,
     ) -> None:
-        self._auth_guard = auth_guard or AuthFailureGuard()
+        self._auth_guard = auth_guard or MemoryAuthFailureGuard()
         self._attestation = attestation
         self._metrics = metrics
         self._metrics_key = bytes.fromhex(metrics_key_sha256) if metrics_key_sha256 else None
@@ -84,6 +85,7 @@ class GatewayApp:
             signer=ResponseSigner(attestation),
             metrics=metrics,
             auth_guard=self._auth_guard,
+            attestation=attestation,
             max_body_bytes=max_body_bytes,
             body_timeout_s=body_timeout_s,
         )
@@ -118,13 +120,13 @@ class GatewayApp:
         )
 
     async def models(self, request: Request) -> Response:
-        key = self._lifecycle.authenticate(request)
+        key = await self._lifecycle.authenticate(request)
         data = [_model_object(name) for name in self._router.groups if key.allows(name)]
         return JSONResponse({"object": "list", "data": data})
 
     async def model(self, request: Request) -> Response:
         """``GET /v1/models/{id}`` (openai ``models.retrieve``)."""
-        key = self._lifecycle.authenticate(request)
+        key = await self._lifecycle.authenticate(request)
         name = request.path_params["model_id"]
         if name not in self._router.groups or not key.allows(name):
             raise GatewayError(
@@ -145,7 +147,7 @@ class GatewayApp:
         ready = all(models.values())
         document: dict[str, Any] = {"ready": ready}
         if request.headers.get("authorization"):
-            key = self._lifecycle.authenticate(request)
+            key = await self._lifecycle.authenticate(request)
             document["models"] = {name: up for name, up in models.items() if key.allows(name)}
         return JSONResponse(document, status_code=200 if ready else 503)
 
@@ -179,12 +181,12 @@ class GatewayApp:
 
     async def prometheus(self, request: Request) -> Response:
         client = request.client.host if request.client else "unknown"
-        self._auth_guard.check(client)  # guessing the metrics key is guessing a key
+        await self._auth_guard.check(client)  # guessing the metrics key is guessing a key
         presented = request.headers.get("authorization", "").partition(" ")[2].strip()
         digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
         if self._metrics_key is None or not hmac.compare_digest(digest, self._metrics_key):
             if self._metrics_key is not None:
-                self._auth_guard.failed(client)
+                await self._auth_guard.failed(client)
             return error_response(
                 GatewayError(
                     401 if self._metrics_key else 404,
@@ -199,9 +201,9 @@ class GatewayApp:
 
     async def stored_token(self, request: Request) -> Response:
         """Only the key whose request caused a token reads it back (others: a plain 404)."""
-        key = self._lifecycle.authenticate(request)
+        key = await self._lifecycle.authenticate(request)
         completion_id = request.path_params["completion_id"]
-        token = self._attestation.tokens.get(completion_id, key.sha256)
+        token = await self._attestation.stored(completion_id, key.sha256)
         if token is None:
             return error_response(
                 GatewayError(

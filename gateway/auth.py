@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from gateway.config import APIKeyConfig
 from gateway.errors import GatewayError
+from gateway.shared_state.memory import MemoryAuthFailureGuard
 
 
 def hash_key(key: str) -> str:
@@ -70,53 +68,5 @@ class APIKeyStore:
             )
 
 
-class AuthFailureGuard:
-    """Refuses an address for a while after too many failed authentications (brute force).
-
-    A sliding window per client address: more than ``max_failures`` failures within
-    ``window_s`` answer 429 with ``Retry-After`` until the window has room again. The table is
-    bounded so that spraying addresses cannot exhaust memory.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_failures: int = 20,
-        window_s: float = 60.0,
-        max_clients: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._max = max_failures
-        self._window = window_s
-        self._max_clients = max_clients
-        self._now = clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _recent(self, client: str) -> deque[float]:
-        now = self._now()
-        entries = self._failures.get(client)
-        if entries is None:
-            return deque()
-        while entries and entries[0] <= now - self._window:
-            entries.popleft()
-        return entries
-
-    def check(self, client: str) -> None:
-        entries = self._recent(client)
-        if len(entries) >= self._max:
-            retry = max(1, math.ceil(entries[0] + self._window - self._now()))
-            raise GatewayError(
-                429,
-                "Too many failed authentication attempts from this address; "
-                f"try again in {retry}s.",
-                type="requests",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": str(retry)},
-            )
-
-    def failed(self, client: str) -> None:
-        entries = self._failures.setdefault(client, deque())
-        self._failures.move_to_end(client)
-        entries.append(self._now())
-        while len(self._failures) > self._max_clients:
-            self._failures.popitem(last=False)
+# The brute-force guard lives in gateway.shared_state (memory, or Redis for replicas).
+AuthFailureGuard = MemoryAuthFailureGuard

@@ -161,8 +161,8 @@ class APIKeyConfig(_Section):
     name: str
     sha256: str
     models: list[str] = Field(default_factory=lambda: ["*"])
-    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
-    tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
+    requests_per_minute: Annotated[int, Field(ge=1, le=10**12)] | None = None
+    tokens_per_minute: Annotated[int, Field(ge=1, le=10**12)] | None = None
     # Requests this key may have in flight at once (default: limits.max_in_flight_per_key).
     max_in_flight: Annotated[int, Field(ge=1)] | None = None
     # Its share of engine slots when keys compete: a weight-2 key gets twice a weight-1's.
@@ -432,8 +432,65 @@ class LiteLLMDeployment(_Section):
         return None if value is None else https_unless_loopback(value)
 
 
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$"
+)
+
+
+class DiscoveredDeployment(_Section):
+    """Engines found through DNS (a Kubernetes headless Service): every address the name
+    resolves to is an engine in a confidential VM, attested before it gets a prompt; the name
+    is resolved again every ``resolve_interval_s``, and engines that leave it are drained."""
+
+    kind: Literal["discovered"]
+    dns_name: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 9443
+    model: str | None = None  # the id the engines serve (default: the group's name)
+    # A DNS server as host[:port] (a literal address); default: /etc/resolv.conf's first.
+    dns_server: str | None = None
+    ipv6: bool = False  # AAAA records instead of A
+    resolve_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    drain_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    embedding: bool = False  # the engines serve /v1/embeddings (else chat and completions)
+    attestation: RemoteAttestationConfig
+
+    @field_validator("dns_name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not _DNS_NAME.match(value):
+            raise ValueError(
+                f"must be a DNS name (e.g. engines.llm.svc.cluster.local), got {value!r}"
+            )
+        return value
+
+    @field_validator("dns_server")
+    @classmethod
+    def _dns_server(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from gateway.upstreams.dns_resolver import Nameserver
+
+        try:
+            Nameserver.parse(value)
+        except ValueError:
+            raise ValueError(
+                f"must be a DNS server's literal address, host[:port] or [v6]:port, got {value!r}"
+            ) from None
+        return value
+
+    @property
+    def upstream_kind(self) -> Literal["discovered"]:
+        return "discovered"
+
+    @property
+    def in_guest_equivalent(self) -> bool:
+        return True  # only attested engines are ever used
+
+
 Deployment = Annotated[
-    LocalDeployment | RemoteDeployment | LiteLLMDeployment, Field(discriminator="kind")
+    LocalDeployment | RemoteDeployment | LiteLLMDeployment | DiscoveredDeployment,
+    Field(discriminator="kind"),
 ]
 
 
@@ -466,7 +523,7 @@ class ModelConfig(_Section):
     @property
     def leaves_guest(self) -> bool:
         return any(
-            not isinstance(d, LocalDeployment)
+            not isinstance(d, LocalDeployment | DiscoveredDeployment)
             and not (isinstance(d, RemoteDeployment) and d.in_guest_equivalent)
             for d in self.deployments
         )
@@ -523,7 +580,7 @@ class PIIDetectionConfig(_Section):
     offload_chars: Annotated[int, Field(ge=0)] = 2000
 
 
-AttestationProvider = Literal["auto", "tdx", "sev-snp", "simulated"]
+AttestationProvider = Literal["auto", "tdx", "sev-snp", "aa", "simulated"]
 
 
 class AttestationConfig(_Section):
@@ -532,6 +589,8 @@ class AttestationConfig(_Section):
     # simulated: software evidence, labelled as such in every token (machines without a TEE).
     # tdx / sev-snp: that hardware through configfs-tsm, or refuse to start. auto: whichever
     # hardware is present, or refuse to start; never a silent fallback to simulation.
+    # aa: in a Confidential Containers pod, the guest's Attestation Agent (its REST API on
+    # 127.0.0.1:8006, agent.guest_components_rest_api=attestation or all) collects it.
     provider: AttestationProvider = "auto"
     configfs_path: Path = Path("/sys/kernel/config/tsm/report")
     issuer: str = "confidential-gateway"
@@ -572,6 +631,71 @@ class LimitsConfig(_Section):
     max_in_flight_per_key: Annotated[int, Field(ge=1)] = 64
 
 
+class SharedStateConfig(_Section):
+    """Where state shared by gateway replicas lives: rate limits, the brute-force guard and
+    stored response tokens (``gateway/shared_state``). ``memory``: this process only (one
+    replica). ``redis``: a Redis or Valkey every replica reaches, holding hashes and
+    counters only."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    # redis:// (plain) only to a loopback host unless allow_plaintext; rediss:// (TLS) else.
+    url: str = "redis://127.0.0.1:6379/0"
+    # The Redis password comes from this environment variable, never from the file.
+    password_env: str | None = None
+    username: str | None = None
+    # CA bundle that signed the Redis server's certificate (rediss:// only).
+    ca_file: Path | None = None
+    # Plain redis:// to a non-loopback host: only for a network inside the trust boundary.
+    allow_plaintext: bool = False
+    key_prefix: Annotated[str, Field(min_length=1, max_length=64)] = "cg:"
+    # fail_closed: limited requests get 503 shared_state_unavailable while Redis is down;
+    # local_share: each replica enforces limit / local_share_replicas on its own meanwhile.
+    on_unavailable: Literal["fail_closed", "local_share"] = "fail_closed"
+    local_share_replicas: Annotated[int, Field(ge=1)] = 1
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5
+    # A replica whose heartbeat stops for this long no longer holds in-flight places.
+    liveness_ttl_s: Annotated[float, Field(ge=1, le=600)] = 15.0
+    # While Redis is down, how often a request tries it again (the rest go local at once).
+    retry_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # How long a replica may use a slice of a key's limits it took from Redis without asking
+    # again (the slice's unused part goes back then); 0: every request asks Redis.
+    lease_s: Annotated[float, Field(ge=0, le=10)] = 1.0
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"redis", "rediss"} or not parts.hostname:
+            raise ValueError(f"must be a redis:// or rediss:// URL with a host, got {value!r}")
+        if parts.password:
+            raise ValueError(
+                "must not hold a password; name the environment variable in password_env"
+            )
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _printable_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_:.\-{}]+", value):
+            raise ValueError("may hold letters, digits and _ : . - { } only")
+        return value
+
+    @model_validator(mode="after")
+    def _transport(self) -> SharedStateConfig:
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if parts.scheme == "redis" and not is_loopback_host(host) and not self.allow_plaintext:
+            raise ValueError(
+                f"url: plain redis:// is only allowed to a loopback host, not {host!r}; use "
+                "rediss:// (TLS), or set allow_plaintext: true for a network you trust"
+            )
+        if self.ca_file is not None and parts.scheme != "rediss":
+            raise ValueError("ca_file: only used with a rediss:// url")
+        if self.on_unavailable == "fail_closed" and self.local_share_replicas != 1:
+            raise ValueError("local_share_replicas: only used with on_unavailable: local_share")
+        return self
+
+
 class GatewayConfig(_Section):
     listener: ListenerConfig = Field(default_factory=ListenerConfig)
     tls: TLSConfig = Field(default_factory=TLSConfig)
@@ -584,6 +708,7 @@ class GatewayConfig(_Section):
     pii: PIIDetectionConfig = Field(default_factory=PIIDetectionConfig)
     attestation: AttestationConfig = Field(default_factory=AttestationConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    shared_state: SharedStateConfig = Field(default_factory=SharedStateConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:

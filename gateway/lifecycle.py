@@ -1,7 +1,8 @@
 """The one request lifecycle every endpoint reuses.
 
-    nonce -> body (limits) -> request hash -> auth -> rate limit -> endpoint.parse
-          -> authorize -> reserve tokens -> in-flight -> pipeline (PII, route, restore)
+    nonce -> body (limits) -> request hash -> auth -> endpoint.parse -> authorize
+          -> limits (counted, tokens reserved, in-flight place: one step)
+          -> pipeline (PII, route, restore)
           -> endpoint.render / endpoint.stream -> sign the exact bytes -> finish (telemetry)
 
 An endpoint says what is its own (``Endpoint``): how its body validates into a
@@ -27,14 +28,15 @@ from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from gateway.attestation.service import CLIENT_NONCE, sha256_hex
-from gateway.auth import APIKeyStore, AuthFailureGuard
+from gateway.attestation.service import CLIENT_NONCE, AttestationService, sha256_hex
+from gateway.auth import APIKeyStore
 from gateway.config import APIKeyConfig
 from gateway.errors import GatewayError, bad_request, stream_failure, upstream_error
 from gateway.exchange import Exchange, RequestRecord, SigningFacts
 from gateway.pipeline import Chunk, Pipeline
-from gateway.ratelimit import RateLimiter, estimate_prompt_tokens
+from gateway.ratelimit import estimate_prompt_tokens
 from gateway.request_id import request_id_of
+from gateway.shared_state.base import FailureGuard, Limiter
 from gateway.signing import ResponseSigner, StreamBody
 from gateway.sse import SSEResponse, cancel_on_disconnect, unless_disconnected
 from gateway.telemetry import GatewayMetrics, record_finish, tracer
@@ -136,12 +138,13 @@ class RequestLifecycle:
         self,
         *,
         keys: APIKeyStore,
-        limiter: RateLimiter,
+        limiter: Limiter,
         router: Router,
         pipeline: Pipeline,
         signer: ResponseSigner,
         metrics: GatewayMetrics,
-        auth_guard: AuthFailureGuard,
+        auth_guard: FailureGuard,
+        attestation: AttestationService,
         max_body_bytes: int,
         body_timeout_s: float,
     ) -> None:
@@ -152,20 +155,21 @@ class RequestLifecycle:
         self._signer = signer
         self._metrics = metrics
         self._auth_guard = auth_guard
+        self._attestation = attestation
         self._max_body = max_body_bytes
         self._body_timeout = body_timeout_s
         # Engines know a key by this id only; new at every start, it says nothing about it.
         self._tenant_salt = secrets.token_bytes(32)
 
     # -- what several routes share ------------------------------------------------------------
-    def authenticate(self, request: Request) -> APIKeyConfig:
+    async def authenticate(self, request: Request) -> APIKeyConfig:
         """The caller's key; repeated failures from one address are refused outright."""
         client = request.client.host if request.client else "unknown"
-        self._auth_guard.check(client)
+        await self._auth_guard.check(client)
         try:
             return self._keys.authenticate(request.headers.get("authorization"))
         except GatewayError:
-            self._auth_guard.failed(client)
+            await self._auth_guard.failed(client)
             raise
 
     def tenant_id(self, key: APIKeyConfig) -> str:
@@ -182,10 +186,10 @@ class RequestLifecycle:
             try:
                 return await self._handle(request, endpoint, record)
             except ClientDisconnect:
-                self.finish(record, 499)  # gone while its body was arriving
+                await self.finish(record, 499)  # gone while its body was arriving
                 return Response(status_code=499)
             except BaseException:
-                self.finish(record, 500, "internal_error")  # frees its in-flight place
+                await self.finish(record, 500, "internal_error")  # frees its in-flight place
                 raise
 
     async def _handle(
@@ -197,13 +201,18 @@ class RequestLifecycle:
             body = await self._read_body(request)
             facts.request_sha256 = sha256_hex(body)
             with tracer.start_as_current_span("auth"):
-                key = self.authenticate(request)
+                key = await self.authenticate(request)
             record.key = key
             facts.owner = key.sha256
-            # Counted before validation: a stream of invalid requests is still requests.
-            self._limiter.admit(key)
-            parsed = endpoint.parse(body)
-            exchange = self._admit(record, endpoint, parsed, key, body)
+            try:
+                parsed = endpoint.parse(body)
+                exchange = self._prepare(record, endpoint, parsed, key, body)
+            except GatewayError:
+                # Counted too: a stream of invalid requests is still requests (and a used-up
+                # limit's 429 comes before the refusal, as if counted first).
+                await self._limiter.admit(key)
+                raise
+            await self._begin(record, parsed, exchange, body)
             facts.response_id = endpoint.new_id()
             if parsed.streaming:
                 return await self._stream(request, endpoint, parsed, exchange, record)
@@ -213,18 +222,18 @@ class RequestLifecycle:
                 raise parsed.client_error(upstream_error(exc)) from None
             if not done or answer is None:
                 exchange.cancel.cancel()
-                self.finish(record, 499)
+                await self.finish(record, 499)
                 return Response(status_code=499)
             payload = endpoint.render(parsed, exchange, answer, facts.response_id)
             response = self._signer.json(record, payload)
-            self.finish(record, 200)
+            await self.finish(record, 200)
             return response
         except GatewayError as error:
             response = self._signer.error(record, error)
-            self.finish(record, error.status, error.code)
+            await self.finish(record, error.status, error.code)
             return response
 
-    def _admit(
+    def _prepare(
         self,
         record: RequestRecord,
         endpoint: Endpoint[Any],
@@ -232,7 +241,7 @@ class RequestLifecycle:
         key: APIKeyConfig,
         body: bytes,
     ) -> Exchange:
-        """Authorize the model, reserve the key's tokens and take its in-flight place."""
+        """Authorize the model for the key and this endpoint; the exchange it will run."""
         known = self._router.knows(parsed.model)
         if known:
             record.facts.model = parsed.model
@@ -260,17 +269,24 @@ class RequestLifecycle:
             tenant=Tenant(self.tenant_id(key), key.weight),
         )
         record.exchange = exchange
+        return exchange
+
+    async def _begin(
+        self, record: RequestRecord, parsed: ParsedRequest[Any], exchange: Exchange, body: bytes
+    ) -> None:
+        """Count the request, reserve its tokens and take its in-flight place (at once)."""
         asked = parsed.completion_tokens
-        exchange.tokens_reserved = self._limiter.reserve(
-            key, estimate_prompt_tokens(body), None if asked is None else asked * parsed.choices
+        admission = await self._limiter.begin(
+            exchange.key,
+            estimate_prompt_tokens(body),
+            None if asked is None else asked * parsed.choices,
         )
-        budget = exchange.tokens_reserved.completion_budget
+        exchange.tokens_reserved = admission
+        record.in_flight = True
+        budget = admission.completion_budget
         if budget is not None and parsed.max_tokens_field is not None:
             # A token-limited key's request may not use more than it reserved.
             exchange.upstream_body[parsed.max_tokens_field] = max(1, budget // parsed.choices)
-        self._limiter.enter(key)
-        record.in_flight = True
-        return exchange
 
     async def _stream(
         self,
@@ -291,7 +307,7 @@ class RequestLifecycle:
         except GatewayError:
             await resources.aclose()
             if watcher.done() and not watcher.cancelled():
-                self.finish(record, 499)
+                await self.finish(record, 499)
                 return Response(status_code=499)
             raise
         except BaseException:
@@ -300,7 +316,7 @@ class RequestLifecycle:
         finally:
             watcher.cancel()
         # Also when the body never starts (the client left first): in-flight place, metrics.
-        resources.callback(self.finish, record, 499)
+        resources.push_async_callback(self.finish, record, 499)
         assert record.facts.response_id is not None
         body = endpoint.stream(parsed, exchange, chunks, record.facts.response_id, record)
         return SSEResponse(self._events(record, body, parsed), resources)
@@ -308,30 +324,40 @@ class RequestLifecycle:
     async def _events(
         self, record: RequestRecord, body: StreamBody, parsed: ParsedRequest[Any]
     ) -> AsyncIterator[bytes]:
+        # The signer says the stream's status once its token is made (before the carrier is
+        # sent); the finish itself awaits the token store, so it runs as the stream ends.
+        outcome: tuple[int, str | None] = (499, None)  # the client left before the end
+
+        def finished(status: int, code: str | None) -> None:
+            nonlocal outcome
+            outcome = (status, code)
+
         try:
             async for event in self._signer.stream(
                 record,
                 body,
                 to_error=lambda exc: parsed.client_error(stream_failure(exc)),
-                finished=lambda status, code: self.finish(record, status, code),
+                finished=finished,
             ):
                 yield event
         finally:
-            self.finish(record, 499)  # the client left before the end (else a no-op)
+            await self.finish(record, *outcome)
 
-    def finish(self, record: RequestRecord, status: int, error_code: str | None = None) -> None:
-        """Free the in-flight place, settle the reservation, record telemetry (once)."""
+    async def finish(
+        self, record: RequestRecord, status: int, error_code: str | None = None
+    ) -> None:
+        """Free the in-flight place, settle the reservation, record telemetry, and wait
+        for the response's token to be stored (once)."""
         if record.finished:
             return
         record.finished = True
         exchange = record.exchange
-        if record.in_flight and record.key is not None:
+        if record.in_flight and exchange is not None and exchange.tokens_reserved is not None:
             record.in_flight = False
-            self._limiter.leave(record.key)
-        if exchange is not None and exchange.tokens_reserved is not None:
-            used = _used(exchange.usage, status)
-            self._limiter.settle(exchange.key, exchange.tokens_reserved, used)
+            # Not awaited: the place and the tokens go back in the background.
+            self._limiter.finish(exchange.tokens_reserved, _used(exchange.usage, status))
         record_finish(self._metrics, record, status, error_code)
+        await self._attestation.flush(record.facts.response_id or record.facts.request_id)
 
     async def _read_body(self, request: Request) -> bytes:
         too_large = GatewayError(

@@ -22,7 +22,7 @@ from confidential_common.tls import TLSIdentity, TLSSetupError
 from gateway import __version__
 from gateway.app import GatewayApp
 from gateway.attestation.service import AttestationService
-from gateway.auth import APIKeyStore, AuthFailureGuard
+from gateway.auth import APIKeyStore
 from gateway.config import GatewayConfig
 from gateway.engines import EngineProcess, EngineStartError
 from gateway.listener import ConnectionLimits, GatewayServer
@@ -30,10 +30,12 @@ from gateway.pii.detector import DetectionError, PIIDetector, ner_available
 from gateway.pii.policy import effective_policies
 from gateway.pii.stage import PIIStage
 from gateway.pipeline import Pipeline
-from gateway.ratelimit import RateLimiter
+from gateway.shared_state.assembly import SharedStateSetupError, build_shared_state
+from gateway.shared_state.base import TokenKeeper
 from gateway.summary import startup_summary
 from gateway.telemetry import GatewayMetrics, configure_tracing
 from gateway.tls import load_identity
+from gateway.upstreams.discovered import DiscoveredPool
 from gateway.upstreams.router import Router
 from gateway.upstreams.topology import TopologyError, build_topology
 from gateway.usage import UsageAccounting
@@ -52,7 +54,9 @@ PACKAGE_ROOTS = [
 ]
 
 
-def build_attestation(config: GatewayConfig, identity: TLSIdentity | None) -> AttestationService:
+def build_attestation(
+    config: GatewayConfig, identity: TLSIdentity | None, tokens: TokenKeeper | None = None
+) -> AttestationService:
     try:
         provider = select_provider(
             config.attestation.provider,
@@ -65,6 +69,7 @@ def build_attestation(config: GatewayConfig, identity: TLSIdentity | None) -> At
             issuer=config.attestation.issuer,
             token_ttl_s=config.attestation.token_ttl_s,
             store_ttl_s=config.attestation.store_ttl_s,
+            tokens=tokens,
         )
     except AttestationUnavailable as exc:
         raise StartupError(f"attestation ({config.attestation.provider}): {exc}") from None
@@ -86,9 +91,20 @@ def build_pii_stage(config: GatewayConfig) -> PIIStage:
 ENGINE_POLL_S = 2.0
 
 
-async def _poll_engines(engines: list[EngineProcess], metrics: GatewayMetrics) -> None:
-    """Keep the engines' slot and queue figures fresh for the metrics endpoint."""
+async def _poll_engines(
+    engines: list[EngineProcess], pools: list[DiscoveredPool], metrics: GatewayMetrics
+) -> None:
+    """Keep the engines' slot and queue figures fresh for the metrics endpoint: local engines
+    asked here, discovered ones as their pool last polled them (engines gone drop out)."""
+    discovered: set[str] = set()
     while True:
+        current: dict[str, dict[str, float]] = {}
+        for pool in pools:
+            current |= pool.figures()
+        for name in discovered - set(current):
+            metrics.engines.stats.pop(name, None)
+        metrics.engines.stats.update(current)
+        discovered = set(current)
         for engine in engines:
             stats = {"restarts": float(engine.restarts)}
             health = await engine.health()
@@ -122,7 +138,13 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
             raise StartupError(str(exc)) from None
     if not config.api_keys:
         raise StartupError("api_keys: configure at least one key (`confidential-gateway hash-key`)")
-    attestation = build_attestation(config, identity)
+    metrics = GatewayMetrics(models=[m.name for m in config.models])
+    try:
+        # Redis is not contacted here: a replica starts (degraded) while it is unreachable.
+        shared = build_shared_state(config, metrics)
+    except SharedStateSetupError as exc:
+        raise StartupError(str(exc)) from None
+    attestation = build_attestation(config, identity, shared.tokens)
     pii = build_pii_stage(config)
     try:
         topology = build_topology(config)
@@ -131,8 +153,8 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
     await _start_engines(topology.engines)
     # Remote engines are verified before the first request; one that fails stays out.
     await asyncio.gather(*(remote.attest() for remote in topology.attested))
-    limiter = RateLimiter(default_max_in_flight=config.limits.max_in_flight_per_key)
-    metrics = GatewayMetrics(models=[m.name for m in config.models])
+    # Discovered engines: a first resolution (each found engine starts attesting at once).
+    await asyncio.gather(*(pool.refresh() for pool in topology.discovered))
     tracing = configure_tracing(
         exporter=config.telemetry.traces,
         service_name=config.telemetry.service_name,
@@ -160,19 +182,24 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         router.start_probing()
         for remote in topology.attested:
             remote.start(config.routing.probe_interval_s)
-        poller = asyncio.create_task(_poll_engines(topology.engines, metrics))
+        for pool in topology.discovered:
+            pool.start()
+        poller = asyncio.create_task(_poll_engines(topology.engines, topology.discovered, metrics))
+        await shared.start()
         try:
             yield
         finally:
             poller.cancel()
+            await shared.close()
             await router.close()
+            await asyncio.gather(*(pool.close() for pool in topology.discovered))
             await asyncio.gather(*(e.stop() for e in topology.engines))
             if tracing is not None:
                 tracing.shutdown()
 
     app = GatewayApp(
         keys=APIKeyStore(config.api_keys),
-        limiter=limiter,
+        limiter=shared.limiter,
         router=router,
         pipeline=pipeline,
         max_body_bytes=config.listener.max_body_bytes,
@@ -181,7 +208,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         metrics=metrics,
         metrics_key_sha256=config.telemetry.metrics_key_sha256,
         body_timeout_s=config.listener.body_timeout_s,
-        auth_guard=AuthFailureGuard(max_failures=config.listener.max_auth_failures_per_minute),
+        auth_guard=shared.auth_guard,
     ).build(lifespan)
     context = identity.context if identity else None
     listener = uvicorn.Config(

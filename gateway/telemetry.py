@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
 )
 from opentelemetry.trace import Status, StatusCode
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -241,6 +241,20 @@ class GatewayMetrics:
         )
         self.engines = EngineStatsCollector()
         r.register(self.engines)
+        # Shared state (gateway/shared_state): 1 while Redis answers (always 1 for memory).
+        self.shared_state_available = Gauge(
+            "gateway_shared_state_available",
+            "Whether the shared state store (Redis) answers this replica",
+            registry=r,
+        )
+        self.shared_state_available.set(1)
+        self.shared_state_fallbacks = Counter(
+            "gateway_shared_state_fallbacks",
+            "Operations served locally (or refused) because the shared state store did not "
+            "answer, by component (limits, auth_guard, tokens, heartbeat)",
+            ["component"],
+            registry=r,
+        )
 
     def observe_request(
         self,

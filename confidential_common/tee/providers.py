@@ -1,5 +1,8 @@
 """Where evidence comes from: the kernel's configfs-tsm interface, or a labelled simulation.
 
+(In a Confidential Containers pod, where a container cannot reach configfs-tsm, the guest's
+Attestation Agent collects it: ``attestation_agent``, provider ``aa``.)
+
 configfs-tsm (Linux 6.7+) serves TDX and SEV-SNP guests alike: make a directory under
 ``/sys/kernel/config/tsm/report``, write 64 bytes of report data to ``inblob``, read the
 quote or report from ``outblob``. The ``generation`` counter tells whether anyone else wrote
@@ -185,10 +188,20 @@ class SimulatedProvider:
 
 
 def select_provider(
-    kind: str, *, code_roots: list[Path], base: Path = CONFIGFS_TSM
+    kind: str, *, code_roots: list[Path], base: Path = CONFIGFS_TSM, aa_url: str | None = None
 ) -> EvidenceProvider:
-    """The provider a config asks for; never falls back from hardware to simulation."""
+    """The provider a config asks for; never falls back from hardware to simulation.
+
+    ``aa``: the guest's Attestation Agent through its REST API (``attestation_agent``), for
+    containers in a Confidential Containers pod, at ``aa_url`` (default its loopback address).
+    """
     if kind == "simulated":
         return SimulatedProvider(code_measurement(code_roots))
+    if kind == "aa":
+        from confidential_common.tee import attestation_agent  # it builds on this module
+
+        return attestation_agent.AttestationAgentProvider(
+            url=aa_url or attestation_agent.DEFAULT_AA_URL
+        )
     expected = {"tdx": "tdx", "sev-snp": "sev-snp", "auto": None}[kind]
     return ConfigfsTsmProvider(base=base, expected_tee=expected)

@@ -9,15 +9,13 @@ jwcrypto (``SigningKey.sign_compact``) over exactly the header and claims bytes 
 
 from __future__ import annotations
 
-import hmac
 import json
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from confidential_common.tee.keys import SIGNING_ALG, SigningKey
+from gateway.shared_state.memory import MemoryTokenStore
 
 # A stream's token rides its usage chunk when the client asked for usage; otherwise this SSE
 # comment line carries it (``: attestation_token <JWS>``), which every SSE parser skips.
@@ -86,40 +84,5 @@ class TokenIssuer:
         return self._key.sign_compact(self._header, payload)
 
 
-class TokenStore:
-    """Recent tokens by completion id, in memory, for ``GET /v1/attestations/{id}``.
-
-    Each entry belongs to the API key whose request caused it (``owner``, its digest): only
-    that key reads it back. An id is stored once and never overwritten: ids are the
-    gateway's own, and a second writer for one id would be a bug or an attack.
-    """
-
-    def __init__(self, *, ttl_s: float, max_entries: int = 10_000) -> None:
-        self._ttl = ttl_s
-        self._max = max_entries
-        self._tokens: OrderedDict[str, tuple[float, str, str]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, completion_id: str, owner: str, token: str) -> bool:
-        """Keep ``token``; False (and nothing changed) if the id is already taken."""
-        with self._lock:
-            entry = self._tokens.get(completion_id)
-            if entry is not None and entry[0] >= time.monotonic():
-                return False
-            self._tokens[completion_id] = (time.monotonic() + self._ttl, owner, token)
-            self._tokens.move_to_end(completion_id)
-            while len(self._tokens) > self._max:
-                self._tokens.popitem(last=False)
-            return True
-
-    def get(self, completion_id: str, owner: str) -> str | None:
-        """The token for ``completion_id`` if ``owner`` caused it; else None, as for an
-        unknown id (whether someone else's id exists is not for this caller to learn)."""
-        with self._lock:
-            entry = self._tokens.get(completion_id)
-            if entry is None:
-                return None
-            if entry[0] < time.monotonic():
-                del self._tokens[completion_id]
-                return None
-            return entry[2] if hmac.compare_digest(entry[1], owner) else None
+# Stored tokens live in gateway.shared_state (memory, or Redis for replicas).
+TokenStore = MemoryTokenStore

@@ -90,6 +90,7 @@ class AttestedRemoteUpstream:
         self._timeout = timeout_s
         self._connect_timeout = connect_timeout_s
         self._inner: OpenAIUpstream | None = None
+        self._pinned: ssl.SSLContext | None = None
         self._verified_at = 0.0
         self._lock = asyncio.Lock()
         self._maintainer: asyncio.Task[None] | None = None
@@ -128,11 +129,12 @@ class AttestedRemoteUpstream:
                 await self._drop()
                 return False
             previous = self._inner
+            self._pinned = pinned_context(der)
             self._inner = OpenAIUpstream(
                 self.name,
                 base_url=self._base_url,
                 model=self.model,
-                verify=pinned_context(der),
+                verify=self._pinned,
                 timeout_s=self._timeout,
                 connect_timeout_s=self._connect_timeout,
                 # An attested engine is one of ours: it scopes its cache per tenant too.
@@ -209,6 +211,21 @@ class AttestedRemoteUpstream:
 
     async def probe(self) -> bool:
         return await self.attest()
+
+    async def health(self) -> dict[str, Any] | None:
+        """The engine's ``/health`` over the pinned connection; None if unverified or down."""
+        inner = self._inner
+        if inner is None or self._pinned is None:
+            return None
+        try:
+            async with httpx.AsyncClient(
+                verify=self._pinned, timeout=self._connect_timeout
+            ) as client:
+                response = await client.get(f"{self._origin}/health")
+            body = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return body if isinstance(body, dict) else None
 
     async def close(self) -> None:
         if self._maintainer is not None:

@@ -47,6 +47,8 @@ class Member:
     is_ready: Callable[[], bool] = lambda: True
     # The weights it serves now (a local engine's, from its /health); None when unknown.
     weights: Callable[[], Weights | None] = lambda: None
+    # Free slots the upstream last reported (discovered engines), None when it reports none.
+    free_slots: Callable[[], int | None] = lambda: None
     # What it serves: an embedding engine serves embeddings only, a chat engine no embeddings.
     operations: frozenset[Operation] = frozenset({"chat/completions", "completions", "embeddings"})
     outstanding: int = 0
@@ -71,13 +73,17 @@ class Group:
     _rotation: int = field(default=0, repr=False)
 
     def candidates(self, now: float) -> list[Member]:
-        """Available members, fewest in flight first; ties rotate so load spreads evenly."""
+        """Available members, most room first: fewest in flight, less the free slots a member
+        reports (discovered engines); ties rotate so load spreads evenly."""
         self._rotation += 1
         ordered = (
             self.members[self._rotation % len(self.members) :]
             + self.members[: self._rotation % len(self.members)]
         )
-        return sorted((m for m in ordered if m.available(now)), key=lambda m: m.outstanding)
+        return sorted(
+            (m for m in ordered if m.available(now)),
+            key=lambda m: m.outstanding - (m.free_slots() or 0),
+        )
 
     def healthy(self, now: float) -> bool:
         return any(m.available(now) for m in self.members)

@@ -14,8 +14,9 @@ from typing import Any
 
 from gateway.config import GatewayConfig, LocalDeployment, ModelConfig
 from gateway.engines import EngineProcess
-from gateway.upstreams import attested_remote, litellm, local_engine, remote
+from gateway.upstreams import attested_remote, discovered, litellm, local_engine, remote
 from gateway.upstreams.attested_remote import AttestedRemoteUpstream
+from gateway.upstreams.discovered import DiscoveredPool
 from gateway.upstreams.router import Group, Member
 
 
@@ -36,6 +37,8 @@ class BuildContext:
     threads_per_embedding_engine: int
     engines: list[EngineProcess] = field(default_factory=list)
     attested: list[AttestedRemoteUpstream] = field(default_factory=list)
+    # DNS-discovered engine pools, with the model whose group they keep in line.
+    discovered: list[tuple[str, DiscoveredPool]] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +57,7 @@ BUILDERS: dict[str, Builder] = {
     "remote": remote.build,
     "attested-remote": attested_remote.build,
     "litellm": litellm.build,
+    "discovered": discovered.build,
 }
 
 
@@ -62,6 +66,7 @@ class Topology:
     groups: dict[str, Group]
     engines: list[EngineProcess]
     attested: list[AttestedRemoteUpstream]
+    discovered: list[DiscoveredPool]
     # Start-up summary lines per model, in config order.
     summaries: dict[str, list[Callable[[], str]]]
 
@@ -84,7 +89,11 @@ def build_topology(config: GatewayConfig) -> Topology:
             built += BUILDERS[deployment.upstream_kind](context, model, index, deployment)
         groups[model.name] = Group(model.name, [b.member for b in built], fallback=model.fallback)
         summaries[model.name] = [b.summary for b in built]
-    return Topology(groups, context.engines, context.attested, summaries)
+    for name, pool in context.discovered:
+        pool.attach(groups[name])
+        summaries[name].append(pool.summary)
+    pools = [pool for _, pool in context.discovered]
+    return Topology(groups, context.engines, context.attested, pools, summaries)
 
 
 def secret_from_env(name: str | None, where: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -82,17 +83,17 @@ def test_token_verifies_and_carries_the_claims(
     assert claims["jti"] == "chatcmpl-1" and claims["eat_nonce"] == "n0nce-123"
     assert claims["pii"]["counts"] == {"PERSON": 1}
     assert claims["upstream"]["in_guest"] is True
-    assert service.tokens.get("chatcmpl-1", OWNER) == token
+    assert asyncio.run(service.stored("chatcmpl-1", OWNER)) == token
     # Another key does not read it; a second token for the id does not replace it.
-    assert service.tokens.get("chatcmpl-1", "b" * 64) is None
+    assert asyncio.run(service.stored("chatcmpl-1", "b" * 64)) is None
     service.sign(facts(b"other answer"), owner="b" * 64)
-    assert service.tokens.get("chatcmpl-1", OWNER) == token
-    assert service.tokens.get("chatcmpl-1", "b" * 64) is None
+    assert asyncio.run(service.stored("chatcmpl-1", OWNER)) == token
+    assert asyncio.run(service.stored("chatcmpl-1", "b" * 64)) is None
 
 
 def test_unauthenticated_tokens_are_not_stored(service: AttestationService) -> None:
     service.sign(replace(facts(b"x"), jti="chatcmpl-anonymous"))
-    assert service.tokens.get("chatcmpl-anonymous", OWNER) is None
+    assert asyncio.run(service.stored("chatcmpl-anonymous", OWNER)) is None
 
 
 def test_flipped_byte_in_the_response_fails(

@@ -1,0 +1,1 @@
+"""Deployment definitions (Kubernetes manifests and their renderer)."""

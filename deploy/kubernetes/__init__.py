@@ -1,0 +1,1 @@
+"""Kustomize base and overlays for Confidential Containers, and a renderer for them."""
