@@ -122,7 +122,7 @@ def build_shared_state(config: GatewayConfig, metrics: GatewayMetrics | None = N
     )
     health.on_recovery(shared_limiter.resync)
     connection.batch.on_lost = lambda error: health.down("limits", error)
-    connection.batch.on_answer = health.answered
+    connection.batch.on_answer = health.up  # a real answer
     replicas = section.local_share_replicas
     if password is None:
         log.warning(

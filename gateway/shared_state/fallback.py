@@ -130,13 +130,8 @@ class SharedStateHealth:
             self.down(component, exc)
             return False, None
         # No up() here: a call may be answered without the store (a lease, the guard's copy
-        # of the locked set); the connection reports each real answer (``answered``).
+        # of the locked set); the connection reports each real answer (``on_answer``).
         return True, result
-
-    def answered(self) -> None:
-        """The store answered a command: it is reachable."""
-        if not self.available:
-            self.up()
 
 
 class SharedLimiter:

@@ -277,12 +277,13 @@ class RedisRateLimiter:
         places: int,
         on_result: Callable[[Grant | None, Any, bool], None],
         admit: bool = False,
+        event: asyncio.Event | None = None,
     ) -> Any:
-        """One grant for ``ask``; a call that asks for a slice is the key's pending one."""
+        """One grant for ``ask``; a call that asks for a slice is the key's pending one
+        (``event``, when its caller registered it already)."""
         grant_id = self._member()
         slicing = ask.want_r > ask.need_r or ask.want_t > ask.need_t or ask.want_p > ask.need_p
-        event = None
-        if slicing:
+        if slicing and event is None:
             event = lease.pending = asyncio.Event()
 
         def answered(result: Any, abandoned: bool) -> None:
@@ -418,20 +419,20 @@ class RedisRateLimiter:
         if ask.want_r == 0 and ask.want_t == 0:
             return
         # Registered now, not when the task runs: requests meanwhile wait for this one.
-        lease.pending = asyncio.Event()
-        pending = lease.pending
+        pending = lease.pending = asyncio.Event()
 
         async def run() -> None:
-            if lease.pending is pending:
-                lease.pending = None  # _from_redis registers its own
-            try:
+            # _from_redis sets the event whatever happens: nobody waits for it any longer.
+            with contextlib.suppress(SharedStateUnavailable):  # reported by the batch
                 await self._from_redis(
-                    key, lease, ask, self._now(), places=places, on_result=lambda *_: None
+                    key,
+                    lease,
+                    ask,
+                    self._now(),
+                    places=places,
+                    on_result=lambda *_: None,
+                    event=pending,
                 )
-            except SharedStateUnavailable:
-                pass  # reported by the batch; the next request that needs Redis asks again
-            finally:
-                pending.set()  # whatever happened, nobody waits for this one any longer
 
         task = asyncio.get_running_loop().create_task(run())
         self._refills.add(task)
