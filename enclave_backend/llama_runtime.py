@@ -285,6 +285,18 @@ class LlamaRuntime:
         """Drop a sequence's KV cells from ``from_pos`` on; False if only a full clear works."""
         return bool(llama_cpp.llama_memory_seq_rm(self._memory, seq_id, from_pos, -1))
 
+    def copy_sequence(self, source: int, target: int, length: int) -> bool:
+        """Give ``target`` the first ``length`` cells of ``source`` (positions 0..length-1),
+        replacing whatever ``target`` held; False if llama.cpp could not trim the copy.
+
+        Each slot has its own KV stream (``kv_unified`` off), and llama.cpp copies between
+        streams only whole: the copy is queued and runs at the start of the next
+        ``llama_decode``, before that batch writes any cell, so the source may take new
+        tokens in the same batch. The cells past ``length`` are then dropped from the target.
+        """
+        llama_cpp.llama_memory_seq_cp(self._memory, source, target, -1, -1)
+        return bool(llama_cpp.llama_memory_seq_rm(self._memory, target, length, -1))
+
     def clear_sequence(self, seq_id: int) -> None:
         llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
 

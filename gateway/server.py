@@ -32,7 +32,7 @@ from gateway.pii.stage import PIIStage
 from gateway.pipeline import Pipeline
 from gateway.shared_state.assembly import SharedStateSetupError, build_shared_state
 from gateway.shared_state.base import TokenKeeper
-from gateway.summary import startup_summary
+from gateway.summary import ready_line, startup_summary
 from gateway.telemetry import GatewayMetrics, configure_tracing
 from gateway.tls import load_identity
 from gateway.upstreams.discovered import DiscoveredPool
@@ -231,10 +231,12 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         proxy_headers=bool(config.listener.trusted_proxies),
         forwarded_allow_ips=list(config.listener.trusted_proxies) or [],
     )
-    server = GatewayServer(listener, ConnectionLimits.of(config.listener))
-    print(
-        startup_summary(config, config_path, identity, topology.summaries, pii, attestation),
-        flush=True,
+    summary = startup_summary(config, config_path, identity, topology.summaries, pii, attestation)
+    # Printed once the socket listens, with how long that took and the memory it holds.
+    server = GatewayServer(
+        listener,
+        ConnectionLimits.of(config.listener),
+        on_listening=lambda: print(summary + "\n" + ready_line(), flush=True),
     )
     try:
         await server.serve()

@@ -42,7 +42,7 @@ class OpenAIUpstream:
         timeout_s: float = 600.0,
         connect_timeout_s: float = 5.0,
         probe_path: str = "/models",
-        max_connections: int = 256,
+        max_connections: int = 1024,
         forward_tenant: bool = False,
     ) -> None:
         self.name = name
@@ -57,7 +57,10 @@ class OpenAIUpstream:
             verify=verify,
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=64),
+            # Streams each hold a connection (HTTP/1.1); finished ones stay pooled for the next.
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
 
     def _headers(self, request_id: str, tenant: Tenant | None) -> dict[str, str]:
