@@ -40,7 +40,7 @@ from gateway.auth import hash_key
 KEY = "sk-stream-" + "5" * 24
 MARKER = b'"content":"'
 DONE = b"data: [DONE]"
-TOKEN = b"attestation-token"
+TOKEN = b"attestation_token"
 PROMPT = "Write to ada.lovelace@example.org or call (212) 555-0100 about the contract."
 
 

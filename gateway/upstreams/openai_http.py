@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from gateway.upstreams.base import Operation, Tenant, UpstreamError
+from gateway.upstreams.sse_reader import SSEFormatError, SSEReader
 
 
 def _error_body(response: httpx.Response, raw: bytes) -> dict[str, Any] | None:
@@ -130,28 +131,25 @@ class OpenAIUpstream:
             await response.aclose()
 
     async def _events(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+        reader = SSEReader()
         try:
-            async for line in response.aiter_lines():
-                if not line or line.startswith(":"):
-                    continue
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    return
+            async for data in response.aiter_bytes():
                 try:
-                    event = json.loads(data)
-                except ValueError as exc:
-                    raise UpstreamError(
-                        f"{self.name}: sent an invalid stream event", retryable=False
-                    ) from exc
-                if isinstance(event, dict) and "error" in event and "choices" not in event:
-                    raise UpstreamError(
-                        f"{self.name}: failed mid-stream", retryable=False, body=event
-                    )
-                if not isinstance(event, dict):
-                    raise UpstreamError(f"{self.name}: sent a non-object event", retryable=False)
-                yield self._scoped(event)
+                    events = reader.feed(data)
+                except SSEFormatError as exc:
+                    raise UpstreamError(f"{self.name}: sent {exc}", retryable=False) from exc
+                for event in events:
+                    if not isinstance(event, dict):
+                        raise UpstreamError(
+                            f"{self.name}: sent a non-object event", retryable=False
+                        )
+                    if "error" in event and "choices" not in event:
+                        raise UpstreamError(
+                            f"{self.name}: failed mid-stream", retryable=False, body=event
+                        )
+                    yield self._scoped(event)
+                if reader.done:
+                    return
         except httpx.TimeoutException as exc:
             raise UpstreamError(
                 f"{self.name}: timed out mid-stream", retryable=False, timed_out=True
@@ -159,6 +157,10 @@ class OpenAIUpstream:
         except httpx.TransportError as exc:
             raise UpstreamError(
                 f"{self.name}: connection lost mid-stream", retryable=False
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise UpstreamError(
+                f"{self.name}: sent a stream it could not decode", retryable=False
             ) from exc
         raise UpstreamError(f"{self.name}: stream ended without [DONE]", retryable=False)
 
