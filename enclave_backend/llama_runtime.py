@@ -39,7 +39,7 @@ class RuntimeOptions:
     n_batch: int = 512
     n_threads: int = 2
     n_threads_batch: int = 2
-    flash_attn: bool = False
+    flash_attn: str = "auto"  # "on", "off", or llama.cpp's choice (on where supported)
 
 
 @dataclass(frozen=True)
@@ -135,11 +135,10 @@ class LlamaRuntime:
         ctx_params.n_threads_batch = options.n_threads_batch
         ctx_params.kv_unified = False
         ctx_params.no_perf = True
-        ctx_params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if options.flash_attn
-            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
+        ctx_params.flash_attn_type = {
+            "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        }.get(options.flash_attn, llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO)
         ctx = llama_cpp.llama_init_from_model(model, ctx_params)
         if not ctx:
             llama_cpp.llama_model_free(model)

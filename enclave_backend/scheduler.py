@@ -96,7 +96,7 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 # A tenant that submitted this recently still has a slot kept free for it (default).
 RECENT_TENANT_S = 30.0
 # A prefix shorter than this is evaluated again rather than copied from another slot: the
-# copy moves the slot's whole KV stream (measured in docs/engine.md).
+# copy moves the slot's whole KV stream (its cost: docs/engine.md).
 COPY_MIN_TOKENS = 32
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -151,11 +152,13 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
         topology = build_topology(config)
     except TopologyError as exc:
         raise StartupError(str(exc)) from None
+    waiting = time.monotonic()
     await _start_engines(topology.engines)
     # Remote engines are verified before the first request; one that fails stays out.
     await asyncio.gather(*(remote.attest() for remote in topology.attested))
     # Discovered engines: a first resolution (each found engine starts attesting at once).
     await asyncio.gather(*(pool.refresh() for pool in topology.discovered))
+    engines_s = time.monotonic() - waiting
     tracing = configure_tracing(
         exporter=config.telemetry.traces,
         service_name=config.telemetry.service_name,
@@ -237,7 +240,7 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
     server = GatewayServer(
         listener,
         ConnectionLimits.of(config.listener),
-        on_listening=lambda: print(summary + "\n" + ready_line(), flush=True),
+        on_listening=lambda: print(summary + "\n" + ready_line(engines_s), flush=True),
     )
     try:
         await server.serve()

@@ -30,9 +30,13 @@ def rss_mib() -> float:
     return 0.0
 
 
-def ready_line() -> str:
+def ready_line(engines_s: float = 0.0) -> str:
+    """How long the process took to listen (of which ``engines_s`` waiting for its engines
+    and remote ones' attestation) and its resident memory (engines are processes of their
+    own)."""
+    waited = f" ({engines_s:.2f} s of it waiting for engines)" if engines_s >= 0.01 else ""
     return (
-        f"  ready        {process_age_s():.2f} s after the process started, "
+        f"  ready        {process_age_s():.2f} s after the process started{waited}, "
         f"{rss_mib():.0f} MiB resident (engines apart)"
     )
 

@@ -35,10 +35,8 @@ class SSEReader:
         self.done = False
 
     def feed(self, data: bytes) -> list[Any]:
-        if b"\r" in data or self._partial.endswith(b"\r"):
+        if b"\r" in data:  # a "\r\n" split across reads adds a blank line: skipped anyway
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            if self._partial.endswith(b"\r"):
-                self._partial = self._partial[:-1] + b"\n"
         buffer = self._partial + data if self._partial else data
         lines = buffer.split(b"\n")
         self._partial = lines.pop()
