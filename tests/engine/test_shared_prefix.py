@@ -111,8 +111,9 @@ def test_a_burst_sharing_a_system_prompt_evaluates_it_once(engine: RunningEngine
         (alone,) = asyncio.run(burst(engine, [chat(system, question, seed=1)], [None]))
         assert alone["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
         copied, fresh = first_token_logprobs(answer), first_token_logprobs(alone)
-        assert answer["choices"][0]["logprobs"]["content"][0]["token"] == (
-            alone["choices"][0]["logprobs"]["content"][0]["token"]
+        assert (
+            answer["choices"][0]["logprobs"]["content"][0]["token"]
+            == (alone["choices"][0]["logprobs"]["content"][0]["token"])
         )
         for token in set(copied) & set(fresh):
             assert abs(copied[token] - fresh[token]) < 0.5, (token, copied, fresh)
