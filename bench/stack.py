@@ -57,6 +57,33 @@ def start_mock(log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
     return process, url
 
 
+def start_steady_upstream(
+    log: IO[bytes] | int, chunks: int, interval_s: float
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``bench.steady_upstream`` on a free port: ``chunks`` chunks per stream, one every
+    ``interval_s`` seconds; returns the process and its base URL (without ``/v1``)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.steady_upstream",
+            "--port",
+            str(port),
+            "--chunks",
+            str(chunks),
+            "--interval",
+            str(interval_s),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/v1/models", False, 30)
+    return process, url
+
+
 def start_gateway(
     tmp: Path,
     name: str,

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.paths import ROOT, default_json
+from bench.paths import default_json
 from bench.report import describe, emit, table
-from bench.stack import free_port, start_gateway, stop, wait_http
+from bench.stack import free_port, start_gateway, start_steady_upstream, stop
 from bench.stats import summary
 from gateway.auth import hash_key
 
@@ -270,27 +270,9 @@ def main() -> int:
         tmp = Path(tmp_name)
         log = (tmp / "servers.log").open("wb")
         try:
-            port = free_port()
-            processes.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.steady_upstream",
-                        "--port",
-                        str(port),
-                        "--chunks",
-                        str(args.chunks),
-                        "--interval",
-                        str(args.interval),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                )
-            )
-            mock = f"http://127.0.0.1:{port}"
-            wait_http(mock + "/v1/models", False, 30)
+            upstream, mock = start_steady_upstream(log, args.chunks, args.interval)
+            processes.append(upstream)
+            port = int(mock.rsplit(":", 1)[1])
             targets: list[tuple[Target, int | None]] = [
                 (
                     Target("direct", "127.0.0.1", port, "/v1/chat/completions", None, None, False),

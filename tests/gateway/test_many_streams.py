@@ -10,15 +10,14 @@ import asyncio
 import json
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from bench.stack import start_steady_upstream
 from bench.steady_upstream import WORD
 from bench.stream_bench import KEY, Target, gateway_config, run_target
-from tests.gateway.conftest import RunningGateway, free_port, start_gateway, stop_gateway
+from tests.gateway.conftest import RunningGateway, start_gateway, stop_gateway
 
 STREAMS = 100
 CHUNKS = 40
@@ -28,25 +27,9 @@ INTERVAL_S = 0.05
 @pytest.fixture(scope="module")
 def streaming(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("many-streams")
-    port = free_port()
-    upstream = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.steady_upstream",
-            "--port",
-            str(port),
-            "--chunks",
-            str(CHUNKS),
-            "--interval",
-            str(INTERVAL_S),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    upstream, url = start_steady_upstream(subprocess.DEVNULL, CHUNKS, INTERVAL_S)
     try:
-        config = gateway_config(tmp, "streams", f"http://127.0.0.1:{port}", False, STREAMS)
+        config = gateway_config(tmp, "streams", url, False, STREAMS)
         config["api_keys"][0]["name"] = "streams"
         running = start_gateway(tmp, config, key=KEY)
         try:
