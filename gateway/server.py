@@ -262,8 +262,8 @@ async def serve(config: GatewayConfig, *, config_path: Path) -> None:
 
 def run(config: GatewayConfig, *, config_path: Path) -> int:
     try:
-        # uvloop's event loop (libuv, its TLS in C): the stream path spends most of its time in
-        # socket and TLS writes, which cost asyncio's own loop about twice as much.
+        # uvloop's event loop (libuv): asyncio's own runs its socket and TLS transports in
+        # Python, about a fifth of the stream path's samples in a profile at 300 streams.
         uvloop.run(serve(config, config_path=config_path))
     except StartupError as exc:
         print(f"confidential-gateway: cannot start: {exc}", file=sys.stderr)
