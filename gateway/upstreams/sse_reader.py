@@ -18,8 +18,11 @@ from typing import Any
 MAX_LINE_BYTES = 8 * 1024 * 1024
 DONE = b"[DONE]"
 # Keys a chunk may have besides ``choices`` and still be coalesced with its neighbour, when
-# both give them the same values.
-_ENVELOPE = frozenset({"id", "object", "created", "model", "system_fingerprint", "service_tier"})
+# both give them the same values (``usage`` only as the null every chunk carries when the
+# stream's usage was asked for).
+_ENVELOPE = frozenset(
+    {"id", "object", "created", "model", "system_fingerprint", "service_tier", "usage"}
+)
 _TEXT_DELTA = frozenset({"content", "role"})
 
 
@@ -71,6 +74,8 @@ def coalesce(events: list[Any]) -> list[Any]:
 def _text_choice(event: Any) -> dict[str, Any] | None:
     """The single choice of a chunk that only adds text, else None."""
     if not isinstance(event, dict) or not _ENVELOPE.issuperset(k for k in event if k != "choices"):
+        return None
+    if event.get("usage") is not None:
         return None
     choices = event.get("choices")
     if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):

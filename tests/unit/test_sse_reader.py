@@ -76,6 +76,15 @@ def test_text_chunks_of_one_read_are_joined_in_order() -> None:
     assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": "Hello world"}
 
 
+def test_chunks_carrying_a_null_usage_are_joined_but_the_usage_chunk_is_not() -> None:
+    a, b = {**text_chunk("a"), "usage": None}, {**text_chunk("b"), "usage": None}
+    events = SSEReader().feed(wire(a, b, usage()))
+    assert len(events) == 2
+    assert events[0]["choices"][0]["delta"]["content"] == "ab"
+    assert events[0]["usage"] is None
+    assert events[1] == usage()
+
+
 def test_logprobs_are_joined_with_their_text() -> None:
     a, b = text_chunk("a"), text_chunk("b")
     a["choices"][0]["logprobs"] = {"content": [{"token": "a", "logprob": -1.0}]}
