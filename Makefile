@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed-$(LLAMA_CPP_PYTHON)
 NODE_CLIENT := tests/clients/node
 NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: run test check-redis engine bench-engine bench-gateway bench-pii bench-attestation bench-litellm bench-tools bench-fairness bench-embeddings bench-sealed bench-shared-state clean
+.PHONY: run test check-redis engine bench-engine bench-gateway bench-stream bench-startup bench-pii bench-attestation bench-litellm bench-tools bench-fairness bench-embeddings bench-sealed bench-shared-state clean
 
 $(WHEEL_DIR)/.built:
 	mkdir -p $(WHEEL_DIR)
@@ -76,6 +76,12 @@ bench-engine: $(STAMP)
 
 bench-gateway: $(STAMP)
 	$(PY) -m bench.gateway_bench
+
+bench-stream: $(STAMP)
+	$(PY) -m bench.stream_bench
+
+bench-startup: $(STAMP)
+	$(PY) -m bench.startup_bench
 
 bench-litellm: $(STAMP)
 	$(PY) -m bench.litellm_bench

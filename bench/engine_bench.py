@@ -1,15 +1,25 @@
 """Engine throughput and latency against llama-server and llama_cpp.server, in one run.
 
     python -m bench.engine_bench [--levels 1,4,8,16] [--max-tokens 128] [--llama-server BIN]
+                                 [--workloads throughput,shared-prefix]
 
-Each server gets the same GGUF file, thread count and slot count. All of them start first;
-then, for each concurrency level, they take turns (never two at once, so they never compete
-for the cores), rotating the order every round so the machine's drift favours none of them.
-In a turn, C clients stream chat completions back to back; every request forbids the
-end-of-turn tokens so all servers generate exactly ``--max-tokens`` tokens. Throughput is
-the median over rounds; TTFT and latency percentiles pool every request. Prints JSON (also
-written to ``--json``) and a table. Ratios are the point: absolute numbers move with machine
-noise. The model defaults to the packaged SmolLM2 GGUF; llama-server comes from
+Each server gets the same GGUF file, thread count, slot count and context. All of them start
+first; then, for each workload and concurrency level, they take turns (never two at once, so
+they never compete for the cores), rotating the order every round so the machine's drift
+favours none of them. Every request forbids the end-of-turn tokens so all servers generate
+exactly ``--max-tokens`` tokens.
+
+- ``throughput``: C clients stream chat completions back to back.
+- ``shared-prefix``: what one enterprise application sends. ``--prefix-users`` users (16)
+  share a ``--prefix-tokens`` (1,500-token) system prompt and ask different questions,
+  arriving ``--arrival-gap-s`` apart. Each round's prompt starts with a fresh line, so no
+  server holds it from an earlier round. llama-server runs with its own prompt caching on
+  (``--cache-reuse 256``, its RAM prompt cache and slot-similarity selection, both default).
+
+Throughput is the median over rounds (tokens over the wall time of the round); TTFT and
+latency percentiles pool every request. Prints JSON (also written to ``--json``, with
+machine, CPU model and commit) and a table. Ratios are the point: absolute numbers move with
+machine noise. The model defaults to the packaged SmolLM2 GGUF; llama-server comes from
 ``--llama-server``, ``$LLAMA_SERVER`` or ``bench/build_llama_server.sh``.
 """
 
@@ -68,6 +78,7 @@ class RequestResult:
 @dataclass
 class LevelResult:
     server: str
+    workload: str
     concurrency: int
     requests: int
     wall_s: float
@@ -96,14 +107,82 @@ def start(server: Server, log_dir: Path) -> subprocess.Popen[bytes]:
     )
 
 
+QUESTIONS = [
+    "How many days of annual leave do new employees get?",
+    "Can I expense a taxi to the airport?",
+    "Who approves a purchase over ten thousand euros?",
+    "How do I report a lost laptop?",
+    "What is the policy on working from another country?",
+    "How long are backups of customer data kept?",
+    "May I install my own software on a work computer?",
+    "What should I do if I receive a phishing e-mail?",
+    "How are contractors given access to the VPN?",
+    "When are performance reviews held?",
+    "What counts as confidential information?",
+    "How do I book a meeting room for a client visit?",
+    "Can I take my work phone on holiday?",
+    "Who do I contact about a payroll mistake?",
+    "How often must passwords be changed?",
+    "What is the process for a parental leave request?",
+]
+POLICY_TEXT = (
+    "employees must follow the procedures described in this handbook when they handle "
+    "customer records travel requests purchase orders equipment loans security incidents "
+    "and personal data every manager reviews the requests of the team within five working "
+    "days and records the decision in the central system together with the reasons for it "
+    "exceptions need the written approval of the department head and of the compliance office"
+)
+
+
+def shared_system_prompt(tokens: int, round_index: int, model: Path) -> str:
+    """A policy handbook of ``tokens`` tokens (this GGUF's tokenizer) whose first line is new
+    in every round, so no server has it cached from an earlier one."""
+    import random
+
+    rng = random.Random(1500 + round_index)
+    words_pool = POLICY_TEXT.split()
+    words = [rng.choice(words_pool) for _ in range(tokens)]
+    text = f"Handbook revision {round_index}-{rng.getrandbits(32):08x}.\n" + " ".join(words)
+    return _first_tokens(text, tokens, model)
+
+
+def _first_tokens(text: str, count: int, model: Path) -> str:
+    """The text of ``text``'s first ``count`` tokens, with only the GGUF's vocabulary loaded."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    loaded = llama_cpp.llama_model_load_from_file(str(model).encode(), params)
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(loaded)
+        data = text.encode()
+        ids = (llama_cpp.llama_token * (len(data) + 8))()
+        n = llama_cpp.llama_tokenize(vocab, data, len(data), ids, len(ids), False, False)
+        piece = ctypes.create_string_buffer(256)
+        out = b""
+        for token in ids[: min(n, count)]:
+            size = llama_cpp.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
+            out += piece.raw[:size]
+        return out.decode("utf-8", "replace")
+    finally:
+        llama_cpp.llama_model_free(loaded)
+
+
 async def one_request(
-    client: httpx.AsyncClient, model: str, topic: str, max_tokens: int
+    client: httpx.AsyncClient,
+    model: str,
+    topic: str,
+    max_tokens: int,
+    system: str = "You are a helpful assistant who writes clearly.",
+    question: str | None = None,
 ) -> RequestResult:
     body = {
         "model": model,
         "messages": [
-            {"role": "system", "content": "You are a helpful assistant who writes clearly."},
-            {"role": "user", "content": f"Write a detailed essay about {topic}."},
+            {"role": "system", "content": system},
+            {"role": "user", "content": question or f"Write a detailed essay about {topic}."},
         ],
         "max_tokens": max_tokens,
         "temperature": 0.7,
@@ -171,7 +250,34 @@ async def run_round(
     return RoundResult(wall, results, errors, retried)
 
 
-def summarize(server: str, concurrency: int, rounds: list[RoundResult]) -> LevelResult:
+async def run_shared_prefix_round(
+    base: str, model: str, server: str, system: str, users: int, gap_s: float, max_tokens: int
+) -> RoundResult:
+    """``users`` requests sharing ``system``, one every ``gap_s`` seconds, each on its own."""
+    results: list[RequestResult] = []
+    errors = 0
+
+    async def user(index: int, client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        await asyncio.sleep(index * gap_s)
+        question = QUESTIONS[index % len(QUESTIONS)]
+        try:
+            results.append(await one_request(client, model, "", max_tokens, system, question))
+        except Exception as exc:  # counted and reported, never hidden
+            errors += 1
+            print(f"  {server} shared-prefix: {exc}", file=sys.stderr)
+
+    limits = httpx.Limits(max_connections=users + 4)
+    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(user(i, client) for i in range(users)))
+        wall = time.perf_counter() - started
+    return RoundResult(wall, results, errors, 0)
+
+
+def summarize(
+    server: str, concurrency: int, rounds: list[RoundResult], workload: str = "throughput"
+) -> LevelResult:
     """Median throughput over rounds; latency percentiles over every request of every round."""
     requests = [r for rnd in rounds for r in rnd.requests]
     rates = [sum(r.tokens for r in rnd.requests) / rnd.wall_s for rnd in rounds]
@@ -179,6 +285,7 @@ def summarize(server: str, concurrency: int, rounds: list[RoundResult]) -> Level
     latency = summary([r.latency_s for r in requests], (50, 95), unit="ms", scale=1000, digits=1)
     return LevelResult(
         server=server,
+        workload=workload,
         concurrency=concurrency,
         requests=len(requests),
         wall_s=round(sum(rnd.wall_s for rnd in rounds), 2),
@@ -260,6 +367,10 @@ def servers(
                         "--alias",
                         "bench",
                         "--log-disable",
+                        # Its own prompt caching on: KV shifting reuse besides the RAM prompt
+                        # cache and slot-similarity selection it has by default.
+                        "--cache-reuse",
+                        "256",
                     ],
                     "/health",
                 ),
@@ -321,11 +432,16 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated server names to run")
     parser.add_argument("--engine-args", default="", help="extra enclave_backend arguments")
     parser.add_argument("--engine-env", default="", help="KEY=VALUE,... for enclave_backend")
+    parser.add_argument("--workloads", default="throughput,shared-prefix")
+    parser.add_argument("--prefix-tokens", type=int, default=1500)
+    parser.add_argument("--prefix-users", type=int, default=16)
+    parser.add_argument("--arrival-gap-s", type=float, default=0.25)
     parser.add_argument("--json", type=Path, default=default_json("engine"))
     args = parser.parse_args()
 
     model = args.model or packaged_model_path()
-    levels = [int(x) for x in args.levels.split(",")]
+    workloads = args.workloads.split(",")
+    levels = [int(x) for x in args.levels.split(",")] if "throughput" in workloads else []
     llama_server, why_not = llama_server_binary(args.llama_server)
     if llama_server is None:
         print(f"llama-server unavailable: {why_not}", file=sys.stderr)
@@ -382,10 +498,42 @@ def main() -> int:
                         f"ttft p95 {result.ttft_p95_ms} ms",
                         file=sys.stderr,
                     )
+            if "shared-prefix" in workloads:
+                rounds = {s.name: [] for s, _ in chosen}
+                turn = 0
+                for round_index in range(args.rounds):
+                    shift = round_index % len(chosen)
+                    for server, port in chosen[shift:] + chosen[:shift]:
+                        # A prompt no server has seen: each turn starts cold.
+                        system = shared_system_prompt(args.prefix_tokens, turn, model)
+                        turn += 1
+                        rounds[server.name].append(
+                            asyncio.run(
+                                run_shared_prefix_round(
+                                    f"http://127.0.0.1:{port}",
+                                    "bench",
+                                    server.name,
+                                    system,
+                                    args.prefix_users,
+                                    args.arrival_gap_s,
+                                    args.max_tokens,
+                                )
+                            )
+                        )
+                for server, _ in chosen:
+                    result = summarize(
+                        server.name, args.prefix_users, rounds[server.name], "shared-prefix"
+                    )
+                    results.append(result)
+                    print(
+                        f"  {server.name:17s} shared-prefix {result.tok_per_s:7.1f} tok/s "
+                        f"ttft p95 {result.ttft_p95_ms} ms",
+                        file=sys.stderr,
+                    )
         finally:
             stop(processes)
 
-    by = {(r.server, r.concurrency): r for r in results}
+    by = {(r.server, r.concurrency): r for r in results if r.workload == "throughput"}
     ratios: dict[str, Any] = {}
     for level in levels:
         ours = by.get(("enclave_backend", level))
@@ -397,19 +545,33 @@ def main() -> int:
         if ours and lcp:
             ratios[f"c{level}_tok_s_vs_llama_cpp_server"] = ratio(ours.tok_per_s, lcp.tok_per_s)
 
+    prefix = {r.server: r for r in results if r.workload == "shared-prefix"}
+    if "enclave_backend" in prefix and "llama-server" in prefix:
+        ours, theirs = prefix["enclave_backend"], prefix["llama-server"]
+        ratios["shared_prefix_tok_s_vs_llama_server"] = ratio(ours.tok_per_s, theirs.tok_per_s)
+        ratios["shared_prefix_ttft_p95_vs_llama_server"] = ratio(
+            ours.ttft_p95_ms, theirs.ttft_p95_ms
+        )
     figures = {
         "model": model.name,
         "threads": args.threads,
         "slots": args.slots,
         "max_tokens": args.max_tokens,
+        "ctx_per_slot": args.ctx_per_slot,
+        "shared_prefix": {
+            "prefix_tokens": args.prefix_tokens,
+            "users": args.prefix_users,
+            "arrival_gap_s": args.arrival_gap_s,
+        },
         "results": [asdict(r) for r in results],
         "ratios": ratios,
     }
     report = emit("engine", figures, args.json)
-    headers = ["server", "conc", "tok/s", "TTFT p50 ms", "TTFT p95 ms", "lat p50 ms"]
+    headers = ["server", "workload", "conc", "tok/s", "TTFT p50 ms", "TTFT p95 ms", "lat p50 ms"]
     rows = [
         [
             r.server,
+            r.workload,
             r.concurrency,
             r.tok_per_s,
             r.ttft_p50_ms,

@@ -51,9 +51,9 @@ from typing import IO, Any
 import httpx
 
 from bench.echo_upstream import echo_text
-from bench.paths import DATA_DIR, ROOT, cache_dir, default_json, in_checkout
+from bench.paths import DATA_DIR, cache_dir, default_json, in_checkout
 from bench.report import describe, emit, table
-from bench.stack import free_port, start_gateway, stop, wait_http
+from bench.stack import free_port, start_gateway, start_upstream, stop
 from bench.stats import summary
 from gateway.auth import hash_key
 from gateway.pii.entities import LABELLED
@@ -189,16 +189,7 @@ def gateway_config(tmp: Path, variant: str, ner: str, upstream: str) -> dict[str
 
 
 def start_echo_upstream(record: Path, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.echo_upstream", "--port", str(port), "--record", str(record)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/v1/models", False, 30)
-    return process, url
+    return start_upstream("bench.echo_upstream", log, "--record", str(record))
 
 
 def request_body(conversation: Conversation, route: str, stream: bool) -> dict[str, Any]:

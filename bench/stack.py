@@ -44,10 +44,14 @@ def wait_http(url: str, verify: ssl.SSLContext | bool, timeout: float) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def start_mock(log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
+def start_upstream(
+    module: str, log: IO[bytes] | int, *args: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m module --port PORT *args`` on a free loopback port, once it answers
+    ``/v1/models``; returns the process and its base URL (without ``/v1``)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.mock_upstream", "--port", str(port)],
+        [sys.executable, "-m", module, "--port", str(port), *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
@@ -55,6 +59,19 @@ def start_mock(log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/v1/models", False, 30)
     return process, url
+
+
+def start_mock(log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
+    return start_upstream("bench.mock_upstream", log)
+
+
+def start_steady_upstream(
+    log: IO[bytes] | int, chunks: int, interval_s: float
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``bench.steady_upstream``: ``chunks`` chunks per stream, one every ``interval_s``."""
+    return start_upstream(
+        "bench.steady_upstream", log, "--chunks", str(chunks), "--interval", str(interval_s)
+    )
 
 
 def start_gateway(

@@ -118,7 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="when idle, wait this long for more requests so a burst prefills together",
     )
     engine.add_argument(
-        "--flash-attn", action="store_true", help="use flash attention kernels for attention"
+        "--flash-attn",
+        choices=("auto", "on", "off"),
+        nargs="?",
+        const="on",
+        default="auto",
+        help="flash-attention kernels: auto (llama.cpp's choice, as llama-server's: on where "
+        "the backend has them), on (also bare --flash-attn) or off",
     )
     engine.add_argument(
         "--queue",

@@ -313,6 +313,7 @@ class EngineApp:
                 "prompt_cache": {
                     "hits": stats.prompt_cache_hits,
                     "tokens_reused": stats.prompt_tokens_reused,
+                    "prefix_copies": stats.prefix_copies,
                 },
                 "requests": {
                     "completed": stats.requests_completed,

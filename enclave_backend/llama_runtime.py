@@ -39,7 +39,7 @@ class RuntimeOptions:
     n_batch: int = 512
     n_threads: int = 2
     n_threads_batch: int = 2
-    flash_attn: bool = False
+    flash_attn: str = "auto"  # "on", "off", or llama.cpp's choice (on where supported)
 
 
 @dataclass(frozen=True)
@@ -135,11 +135,10 @@ class LlamaRuntime:
         ctx_params.n_threads_batch = options.n_threads_batch
         ctx_params.kv_unified = False
         ctx_params.no_perf = True
-        ctx_params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if options.flash_attn
-            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
+        ctx_params.flash_attn_type = {
+            "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        }.get(options.flash_attn, llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO)
         ctx = llama_cpp.llama_init_from_model(model, ctx_params)
         if not ctx:
             llama_cpp.llama_model_free(model)
@@ -284,6 +283,18 @@ class LlamaRuntime:
     def forget(self, seq_id: int, from_pos: int = 0) -> bool:
         """Drop a sequence's KV cells from ``from_pos`` on; False if only a full clear works."""
         return bool(llama_cpp.llama_memory_seq_rm(self._memory, seq_id, from_pos, -1))
+
+    def copy_sequence(self, source: int, target: int, length: int) -> bool:
+        """Give ``target`` the first ``length`` cells of ``source`` (positions 0..length-1),
+        replacing whatever ``target`` held; False if llama.cpp could not trim the copy.
+
+        Each slot has its own KV stream (``kv_unified`` off), and llama.cpp copies between
+        streams only whole: the copy is queued and runs at the start of the next
+        ``llama_decode``, before that batch writes any cell, so the source may take new
+        tokens in the same batch. The cells past ``length`` are then dropped from the target.
+        """
+        llama_cpp.llama_memory_seq_cp(self._memory, source, target, -1, -1)
+        return bool(llama_cpp.llama_memory_seq_rm(self._memory, target, length, -1))
 
     def clear_sequence(self, seq_id: int) -> None:
         llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)

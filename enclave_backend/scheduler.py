@@ -40,6 +40,15 @@ that carry none) with a weight ``w`` (1..100).
   what may be reused are evaluated again, so neither the count nor the timing tells a tenant
   what another one sent. Picking a slot looks only at what the request may reuse, then prefers
   an empty slot, then one of its own tenant, then the least recently used one.
+
+Shared prefixes. Many requests start with the same long prefix (an application's system
+prompt, its tool definitions, a RAG preamble). When a busy slot holds at least
+``COPY_MIN_TOKENS`` more reusable cells than any free one (same rules as above: its own
+tenant's, else an operator-marked shareable prefix), the new request's slot gets a copy of
+those cells (``LlamaRuntime.copy_sequence``) instead of evaluating them again; and when that
+slot is still prefilling the very prefix, the new request waits for it (taking no prefill
+budget meanwhile) and copies it then, so a burst of users of one application evaluates the
+prefix once, not once per slot.
 """
 
 from __future__ import annotations
@@ -86,6 +95,9 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 
 # A tenant that submitted this recently still has a slot kept free for it (default).
 RECENT_TENANT_S = 30.0
+# A prefix shorter than this is evaluated again rather than copied from another slot: the
+# copy moves the slot's whole KV stream (its cost: docs/engine.md).
+COPY_MIN_TOKENS = 32
 
 
 @dataclass
@@ -104,6 +116,11 @@ class Slot:
     queue_seconds: float = 0.0
     # Logprobs of sampled tokens not yet sent: their text is still held back.
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    # Waiting for ``leader`` (while it still serves ``leader_request``) to have evaluated
+    # ``follow_until`` prompt tokens this one shares, to copy them instead of its own prefill.
+    leader: Slot | None = None
+    leader_request: GenerationRequest | None = None
+    follow_until: int = 0
 
     @property
     def busy(self) -> bool:
@@ -126,6 +143,7 @@ class SchedulerStats:
     requests_cancelled: int
     prompt_cache_hits: int
     prompt_tokens_reused: int
+    prefix_copies: int
     decode_steps: int
 
 
@@ -167,6 +185,7 @@ class SlotScheduler:
         self._cancelled = 0
         self._cache_hits = 0
         self._tokens_reused = 0
+        self._prefix_copies = 0
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -251,6 +270,7 @@ class SlotScheduler:
                 requests_cancelled=self._cancelled,
                 prompt_cache_hits=self._cache_hits,
                 prompt_tokens_reused=self._tokens_reused,
+                prefix_copies=self._prefix_copies,
                 decode_steps=self._step,
             )
 
@@ -302,8 +322,12 @@ class SlotScheduler:
             request = self._next_waiting()
             if request is None:
                 return
+            donor: _Donor | None = None
             if request.use_prompt_cache:
                 slot, reuse = self._pick_slot(free, request)
+                donor = self._donor(request, reuse)
+                if donor is not None:  # its cells replace the slot's: take the least useful
+                    slot, reuse = min(free, key=lambda s: (bool(s.cached), s.last_used)), 0
             else:
                 slot = min(free, key=lambda s: s.last_used)
                 reuse = 0
@@ -323,6 +347,14 @@ class SlotScheduler:
             slot.logprobs = []
             slot.queue_seconds = time.monotonic() - request.enqueued_at
             self._admitted.append(slot)
+            if donor is not None:
+                if donor.coming - donor.ready >= COPY_MIN_TOKENS:
+                    # Still being evaluated: wait for it, then copy all of it once.
+                    slot.leader = donor.slot
+                    slot.leader_request = donor.slot.request
+                    slot.follow_until = donor.coming
+                elif donor.ready >= COPY_MIN_TOKENS:
+                    self._copy_prefix(donor.slot, slot, donor.ready)
 
     def _drop_cancelled_waiting(self) -> None:
         if any(r.handle.cancelled for r in self._waiting):
@@ -385,19 +417,70 @@ class SlotScheduler:
         """Cells of ``slot`` that ``request`` may reuse: its own tenant's, else a shareable
         prefix both start with. The last prompt token is always evaluated (its logits give the
         first token)."""
+        return self._may_share(slot.cached, slot.tenant, request)
+
+    def _may_share(self, tokens: list[int], owner: str, request: GenerationRequest) -> int:
+        """How much of ``tokens`` (cells of ``owner``'s) ``request`` may take as its own."""
         prompt = request.prompt
-        if slot.tenant == request.tenant:
-            common = common_prefix_length(slot.cached, prompt)
+        if owner == request.tenant:
+            common = common_prefix_length(tokens, prompt)
         else:
             common = next(
                 (
                     len(p)
                     for p in self._shareable
-                    if _starts_with(prompt, p) and _starts_with(slot.cached, p)
+                    if _starts_with(prompt, p) and _starts_with(tokens, p)
                 ),
                 0,
             )
         return max(0, min(common, len(prompt) - 1))
+
+    def _donor(self, request: GenerationRequest, reuse: int) -> _Donor | None:
+        """The busy slot whose cells (``ready``, or ``coming`` once its prefill gets there)
+        give ``request`` at least ``COPY_MIN_TOKENS`` more than ``reuse``; None if none."""
+        best: _Donor | None = None
+        for slot in self._admitted:
+            if slot.request is None or slot.leader is not None:
+                continue  # a follower has not got its cells yet
+            ready = self._reusable(slot, request)
+            coming = ready
+            if slot.prefilling:
+                coming = max(ready, self._may_share(slot.request.prompt, slot.tenant, request))
+            if coming - reuse >= COPY_MIN_TOKENS and (best is None or coming > best.coming):
+                best = _Donor(slot, ready, coming)
+        return best
+
+    def _copy_prefix(self, source: Slot, target: Slot, length: int) -> None:
+        """Give ``target`` (admitted, nothing evaluated yet) ``source``'s first ``length``
+        cells."""
+        assert target.request is not None
+        if not self._runtime.copy_sequence(source.seq_id, target.seq_id, length):
+            self._runtime.clear_sequence(target.seq_id)
+            target.cached = []
+            return
+        target.cached = source.cached[:length]
+        target.reused = length
+        self._cache_hits += 1
+        self._tokens_reused += length
+        self._prefix_copies += 1
+
+    def _follow_leaders(self) -> None:
+        """Followers whose leader has evaluated the shared prefix (or stopped) copy it now."""
+        for slot in self._admitted:
+            leader = slot.leader
+            if leader is None or slot.request is None:
+                continue
+            still_coming = (
+                leader.request is slot.leader_request
+                and leader.prefilling
+                and len(leader.cached) < slot.follow_until
+            )
+            if still_coming:
+                continue
+            slot.leader = slot.leader_request = None
+            ready = self._reusable(leader, slot.request)
+            if ready - len(slot.cached) >= COPY_MIN_TOKENS:
+                self._copy_prefix(leader, slot, ready)
 
     def _pick_slot(self, free: list[Slot], request: GenerationRequest) -> tuple[Slot, int]:
         """The free slot with the most reusable cells; then an empty one, then one of the
@@ -419,6 +502,7 @@ class SlotScheduler:
             self._cancelled += 1
 
     def _step_once(self, outbox: Outbox) -> None:
+        self._follow_leaders()
         batch = self._batch
         batch.clear()
         outputs: list[tuple[Slot, int]] = []
@@ -439,7 +523,7 @@ class SlotScheduler:
             if budget == 0:
                 break
             request = slot.request
-            if request is None or not slot.prefilling:
+            if request is None or not slot.prefilling or slot.leader is not None:
                 continue
             start = len(slot.cached)
             chunk = request.prompt[start : start + budget]
@@ -522,6 +606,7 @@ class SlotScheduler:
         slot.text = None
         slot.pending_token = None
         slot.logprobs = []
+        slot.leader = slot.leader_request = None
         slot.last_used = self._step
         with self._cond:
             self._admitted.remove(slot)
@@ -541,6 +626,16 @@ class SlotScheduler:
         for slot in list(self._admitted):
             self._release(slot, outbox, Failed(message))
         self._dispatch(outbox)
+
+
+@dataclass(frozen=True)
+class _Donor:
+    """A busy slot another request can copy a prefix from: ``ready`` cells now, ``coming``
+    once its prefill gets that far."""
+
+    slot: Slot
+    ready: int
+    coming: int
 
 
 def _sent_logprobs(slot: Slot, *, everything: bool = False) -> tuple[TokenLogprob, ...]:

@@ -33,7 +33,7 @@ class EngineSettings:
     prefill_chunk: int
     admission_window_s: float
     threads: int
-    flash_attn: bool
+    flash_attn: str  # "auto", "on" or "off"
     queue: int
     socket: Path | None
     host: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import importlib
 import logging
 import re
 from typing import Any
@@ -26,9 +27,6 @@ from confidential_common.tee.providers import AttestationUnavailable
 from gateway.attestation.service import NONCE_HEX, AttestationService
 from gateway.auth import APIKeyStore
 from gateway.endpoints.chat import ChatEndpoint
-from gateway.endpoints.completions.serving import CompletionsEndpoint
-from gateway.endpoints.embeddings.serving import EmbeddingsEndpoint
-from gateway.endpoints.responses.serving import ResponsesEndpoint
 from gateway.errors import GatewayError, bad_request
 from gateway.lifecycle import Endpoint, RequestLifecycle
 from gateway.openapi import openapi_document
@@ -42,13 +40,26 @@ from gateway.upstreams.router import Router
 
 log = logging.getLogger("gateway.app")
 
-# The OpenAI endpoints: path, and the module that serves it through the lifecycle.
-ENDPOINTS: dict[str, Endpoint[Any]] = {
-    "/v1/chat/completions": ChatEndpoint(),
-    "/v1/completions": CompletionsEndpoint(),
-    "/v1/embeddings": EmbeddingsEndpoint(),
-    "/v1/responses": ResponsesEndpoint(),
+# The OpenAI endpoints: path, and the module and class that serve it through the lifecycle.
+# Chat is what nearly every request is; the others are imported on their first request (or
+# for /openapi.json), which keeps the start-up and the memory of a chat-only gateway down.
+ENDPOINT_CLASSES: dict[str, tuple[str, str]] = {
+    "/v1/chat/completions": ("gateway.endpoints.chat", "ChatEndpoint"),
+    "/v1/completions": ("gateway.endpoints.completions.serving", "CompletionsEndpoint"),
+    "/v1/embeddings": ("gateway.endpoints.embeddings.serving", "EmbeddingsEndpoint"),
+    "/v1/responses": ("gateway.endpoints.responses.serving", "ResponsesEndpoint"),
 }
+ENDPOINTS = tuple(ENDPOINT_CLASSES)
+_loaded: dict[str, Endpoint[Any]] = {"/v1/chat/completions": ChatEndpoint()}
+
+
+def endpoint(path: str) -> Endpoint[Any]:
+    """The endpoint serving ``path`` (one of ``ENDPOINTS``), imported on first use."""
+    found = _loaded.get(path)
+    if found is None:
+        module, name = ENDPOINT_CLASSES[path]
+        found = _loaded[path] = getattr(importlib.import_module(module), name)()
+    return found
 
 
 def error_response(error: GatewayError) -> JSONResponse:
@@ -76,7 +87,8 @@ class GatewayApp:
         self._metrics = metrics
         self._metrics_key = bytes.fromhex(metrics_key_sha256) if metrics_key_sha256 else None
         self._router = router
-        self._openapi = openapi_document(version, ENDPOINTS)
+        self._version = version
+        self._openapi: dict[str, Any] | None = None  # built on its first request
         self._lifecycle = RequestLifecycle(
             keys=keys,
             limiter=limiter,
@@ -90,16 +102,16 @@ class GatewayApp:
             body_timeout_s=body_timeout_s,
         )
 
-    def _endpoint_route(self, path: str, endpoint: Endpoint[Any]) -> Route:
+    def _endpoint_route(self, path: str) -> Route:
         async def serve(request: Request) -> Response:
-            return await self._lifecycle.handle(request, endpoint)
+            return await self._lifecycle.handle(request, endpoint(path))
 
         return Route(path, serve, methods=["POST"])
 
     def build(self, lifespan: Any = None) -> Starlette:
         return Starlette(
             routes=[
-                *(self._endpoint_route(path, e) for path, e in ENDPOINTS.items()),
+                *(self._endpoint_route(path) for path in ENDPOINTS),
                 Route("/v1/models", self.models, methods=["GET"]),
                 Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
@@ -152,6 +164,8 @@ class GatewayApp:
         return JSONResponse(document, status_code=200 if ready else 503)
 
     async def openapi(self, _: Request) -> Response:
+        if self._openapi is None:
+            self._openapi = openapi_document(self._version, {p: endpoint(p) for p in ENDPOINTS})
         return JSONResponse(self._openapi)
 
     async def attestation_evidence(self, request: Request) -> Response:

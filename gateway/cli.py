@@ -9,6 +9,7 @@ import secrets
 import sys
 from pathlib import Path
 
+import gateway.no_httpx_cli  # noqa: F401  (first: before anything imports httpx)
 from gateway.auth import hash_key
 from gateway.config import ConfigError, load_config
 from gateway.process_hardening import disable_core_dumps

@@ -33,7 +33,7 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -373,6 +373,15 @@ class RemoteDeployment(_Section):
     api_key_env: str | None = None
     ca_file: Path | None = None
     timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    max_connections: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=65536,
+            description="Connections this gateway worker keeps open to the upstream at most "
+            "(HTTP/1.1: one per stream in flight); requests past it wait for one to free up.",
+        ),
+    ] = 1024
     # An engine in another confidential VM: trusted through its evidence, not a CA.
     attestation: RemoteAttestationConfig | None = None
 

@@ -44,6 +44,14 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+def engine_transport(socket: Path) -> httpx.AsyncHTTPTransport:
+    """Plain HTTP to a local engine over its Unix socket (0600, peer uid checked). No TLS is
+    ever spoken on it, so no CA bundle is loaded: httpx's default would read the system's on
+    every transport, which made up a quarter of the gateway's start-up and of each health
+    poll."""
+    return httpx.AsyncHTTPTransport(uds=str(socket), verify=False)
+
+
 class EngineStartError(Exception):
     """An engine did not become ready; the message carries the tail of its log."""
 
@@ -172,7 +180,7 @@ class EngineProcess:
         would keep receiving requests and hold them for the whole request timeout.
         """
         supervision = self._supervision
-        transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
+        transport = engine_transport(self.socket)
         missed = 0
         async with httpx.AsyncClient(transport=transport, base_url="http://engine") as client:
             while not self._stopping:
@@ -225,7 +233,7 @@ class EngineProcess:
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + self._supervision.start_timeout_s
-        transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
+        transport = engine_transport(self.socket)
         async with httpx.AsyncClient(transport=transport, base_url="http://engine") as client:
             while True:
                 process = self._process
@@ -325,7 +333,7 @@ class EngineProcess:
         """The engine's /health document, or None while it is down."""
         if not self.ready:
             return None
-        transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
+        transport = engine_transport(self.socket)
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://engine") as client:
                 response = await client.get("/health", timeout=2.0)

@@ -27,7 +27,7 @@ import json
 import logging
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -296,10 +296,16 @@ class GatewayServer(uvicorn.Server):
     connection goes through :class:`GuardedHttpProtocol`. Serving, signals and the graceful
     drain on shutdown are uvicorn's own."""
 
-    def __init__(self, config: Config, limits: ConnectionLimits) -> None:
+    def __init__(
+        self,
+        config: Config,
+        limits: ConnectionLimits,
+        on_listening: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.limits = limits
         self.connection_table = ConnectionTable(limits)
+        self._on_listening = on_listening
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         config = self.config
@@ -342,3 +348,5 @@ class GatewayServer(uvicorn.Server):
         self.servers = [server]
         self._log_started_message(server.sockets)
         self.started = True
+        if self._on_listening is not None:
+            self._on_listening()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -9,6 +10,35 @@ from confidential_common.tls import TLSIdentity
 from gateway.attestation.service import AttestationService
 from gateway.config import GatewayConfig
 from gateway.pii.stage import PIIStage
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (the kernel's start time, so the interpreter's own
+    start-up and every import count)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    # Field 22 of /proc/self/stat, counted after the parenthesised command name.
+    started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return max(0.0, uptime - started)
+
+
+def rss_mib() -> float:
+    """This process's resident memory."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def ready_line(engines_s: float = 0.0) -> str:
+    """How long the process took to listen (of which ``engines_s`` waiting for its engines
+    and remote ones' attestation) and its resident memory (engines are processes of their
+    own)."""
+    waited = f" ({engines_s:.2f} s of it waiting for engines)" if engines_s >= 0.01 else ""
+    return (
+        f"  ready        {process_age_s():.2f} s after the process started{waited}, "
+        f"{rss_mib():.0f} MiB resident (engines apart)"
+    )
 
 
 def startup_summary(

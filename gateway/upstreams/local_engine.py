@@ -6,10 +6,8 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
-import httpx
-
 from gateway.config import LocalDeployment, ModelConfig, SealedModelConfig
-from gateway.engines import EngineProcess, engine_command
+from gateway.engines import EngineProcess, engine_command, engine_transport
 from gateway.upstreams.base import Operation, UpstreamDescription, Weights
 from gateway.upstreams.openai_http import OpenAIUpstream
 from gateway.upstreams.router import Member
@@ -55,7 +53,7 @@ def build(
             name,
             base_url="http://engine/v1",
             model=model.name,
-            transport=httpx.AsyncHTTPTransport(uds=str(socket)),
+            transport=engine_transport(socket),
             connect_timeout_s=config.routing.connect_timeout_s,
             forward_tenant=True,
         )

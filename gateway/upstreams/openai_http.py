@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from gateway.upstreams.base import Operation, Tenant, UpstreamError
+from gateway.upstreams.sse_reader import SSEFormatError, SSEReader
 
 
 def _error_body(response: httpx.Response, raw: bytes) -> dict[str, Any] | None:
@@ -42,7 +43,7 @@ class OpenAIUpstream:
         timeout_s: float = 600.0,
         connect_timeout_s: float = 5.0,
         probe_path: str = "/models",
-        max_connections: int = 256,
+        max_connections: int = 1024,
         forward_tenant: bool = False,
     ) -> None:
         self.name = name
@@ -57,7 +58,10 @@ class OpenAIUpstream:
             verify=verify,
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=64),
+            # Streams each hold a connection (HTTP/1.1); finished ones stay pooled for the next.
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
 
     def _headers(self, request_id: str, tenant: Tenant | None) -> dict[str, str]:
@@ -127,28 +131,25 @@ class OpenAIUpstream:
             await response.aclose()
 
     async def _events(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+        reader = SSEReader()
         try:
-            async for line in response.aiter_lines():
-                if not line or line.startswith(":"):
-                    continue
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    return
+            async for data in response.aiter_bytes():
                 try:
-                    event = json.loads(data)
-                except ValueError as exc:
-                    raise UpstreamError(
-                        f"{self.name}: sent an invalid stream event", retryable=False
-                    ) from exc
-                if isinstance(event, dict) and "error" in event and "choices" not in event:
-                    raise UpstreamError(
-                        f"{self.name}: failed mid-stream", retryable=False, body=event
-                    )
-                if not isinstance(event, dict):
-                    raise UpstreamError(f"{self.name}: sent a non-object event", retryable=False)
-                yield self._scoped(event)
+                    events = reader.feed(data)
+                except SSEFormatError as exc:
+                    raise UpstreamError(f"{self.name}: sent {exc}", retryable=False) from exc
+                for event in events:
+                    if not isinstance(event, dict):
+                        raise UpstreamError(
+                            f"{self.name}: sent a non-object event", retryable=False
+                        )
+                    if "error" in event and "choices" not in event:
+                        raise UpstreamError(
+                            f"{self.name}: failed mid-stream", retryable=False, body=event
+                        )
+                    yield self._scoped(event)
+                if reader.done:
+                    return
         except httpx.TimeoutException as exc:
             raise UpstreamError(
                 f"{self.name}: timed out mid-stream", retryable=False, timed_out=True
@@ -156,6 +157,10 @@ class OpenAIUpstream:
         except httpx.TransportError as exc:
             raise UpstreamError(
                 f"{self.name}: connection lost mid-stream", retryable=False
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise UpstreamError(
+                f"{self.name}: sent a stream it could not decode", retryable=False
             ) from exc
         raise UpstreamError(f"{self.name}: stream ended without [DONE]", retryable=False)
 

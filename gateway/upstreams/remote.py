@@ -39,6 +39,7 @@ def build(
         verify=verify,
         timeout_s=deployment.timeout_s,
         connect_timeout_s=context.config.routing.connect_timeout_s,
+        max_connections=deployment.max_connections,
     )
     served = deployment.model or model.name
     return [
