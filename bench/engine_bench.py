@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +217,17 @@ class RoundResult:
     retried: int
 
 
+async def timed(
+    base: str, clients: int, work: Callable[[httpx.AsyncClient], list[Coroutine[Any, Any, None]]]
+) -> float:
+    """Seconds ``work``'s coroutines take together, sharing one client pool for ``clients``."""
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*work(client))
+        return time.perf_counter() - started
+
+
 async def run_round(
     base: str, model: str, server: str, concurrency: int, per_client: int, max_tokens: int
 ) -> RoundResult:
@@ -242,11 +253,9 @@ async def run_round(
                 errors += 1
                 print(f"  {server} c={concurrency}: {exc}", file=sys.stderr)
 
-    limits = httpx.Limits(max_connections=concurrency + 4)
-    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        wall = time.perf_counter() - started
+    wall = await timed(
+        base, concurrency, lambda client: [worker(client) for _ in range(concurrency)]
+    )
     return RoundResult(wall, results, errors, retried)
 
 
@@ -267,11 +276,7 @@ async def run_shared_prefix_round(
             errors += 1
             print(f"  {server} shared-prefix: {exc}", file=sys.stderr)
 
-    limits = httpx.Limits(max_connections=users + 4)
-    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(user(i, client) for i in range(users)))
-        wall = time.perf_counter() - started
+    wall = await timed(base, users, lambda client: [user(i, client) for i in range(users)])
     return RoundResult(wall, results, errors, 0)
 
 

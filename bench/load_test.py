@@ -23,7 +23,7 @@ import httpx
 
 from bench.paths import default_json
 from bench.report import describe, emit, table
-from bench.stack import free_port, start_gateway, stop
+from bench.stack import free_port, rss_kb, start_gateway, stop
 from bench.stats import summary
 from gateway.auth import hash_key
 
@@ -31,13 +31,6 @@ KEY = "sk-load-" + "3" * 24
 PROMPT = (
     "Client {c} request {n}: write to ada.lovelace{c}@example.org and call (212) 555-01{c:02d}."
 )
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def child_pids(pid: int) -> list[int]:

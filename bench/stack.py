@@ -44,6 +44,14 @@ def wait_http(url: str, verify: ssl.SSLContext | bool, timeout: float) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def rss_kb(pid: int) -> int:
+    """Process ``pid``'s resident memory in KiB (0 if /proc does not say)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def start_upstream(
     module: str, log: IO[bytes] | int, *args: str
 ) -> tuple[subprocess.Popen[bytes], str]:

@@ -27,7 +27,7 @@ import yaml
 
 from bench.paths import ROOT, default_json
 from bench.report import describe, emit, table
-from bench.stack import free_port
+from bench.stack import free_port, rss_kb
 from bench.stats import median
 from gateway.auth import hash_key
 
@@ -75,8 +75,7 @@ def one_run(config: Path, tmp: Path) -> dict[str, float]:
             headers={"Authorization": f"Bearer {KEY}"},
         )
         answered.raise_for_status()
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        rss_kib = int(re.search(r"VmRSS:\s+([0-9]+)", status).group(1))  # type: ignore[union-attr]
+        rss_kib = rss_kb(process.pid)
         return {
             "ready_s": float(found.group(1)),
             "rss_at_ready_mib": float(found.group(2)),

@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.paths import default_json
 from bench.report import describe, emit, table
-from bench.stack import free_port, start_gateway, start_steady_upstream, stop
+from bench.stack import free_port, rss_kb, start_gateway, start_steady_upstream, stop
 from bench.stats import summary
 from gateway.auth import hash_key
 
@@ -81,8 +81,7 @@ def request_bytes(target: Target) -> bytes:
     return head.encode() + body
 
 
-async def one_stream(target: Target, delay: float, expected: int, timeout: float) -> StreamResult:
-    await asyncio.sleep(delay)
+async def one_stream(target: Target, expected: int, timeout: float) -> StreamResult:
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
@@ -150,13 +149,6 @@ async def _stream(target: Target, expected: int, started: float) -> StreamResult
         writer.close()
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 async def run_target(
     target: Target, streams: int, chunks: int, ramp: float, timeout: float, pid: int | None
 ) -> dict[str, Any]:
@@ -181,7 +173,7 @@ async def run_target(
         await asyncio.sleep(delay)
         open_now += 1
         try:
-            return await one_stream(target, 0.0, chunks, timeout)
+            return await one_stream(target, chunks, timeout)
         finally:
             open_now -= 1
 
